@@ -1,0 +1,207 @@
+"""The `fwlab` command: argument parsing only; each subcommand calls one fwlab module.
+
+Errors a user can fix (FwlabError) print as one line, without a traceback, and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fwlab.errors import FwlabError
+
+
+# --- fwlab prepare -------------------------------------------------------------------------------
+def _add_prepare(sub):
+    p = sub.add_parser("prepare", help="tokenise FineWeb(-Edu) or local files into token shards")
+    p.add_argument("--source", nargs="+", default=None,
+                   help="hf:ORG/NAME (default hf:HuggingFaceFW/fineweb-edu) or local "
+                        ".jsonl/.jsonl.gz/.json/.parquet/.txt paths or globs")
+    p.add_argument("--out", required=True, help="output data directory")
+    p.add_argument("--hf-config", default=None, help="hub dataset config (default sample-10BT)")
+    p.add_argument("--max-tokens", default=None, help="stop after this many tokens (e.g. 3.68e9)")
+    p.add_argument("--val-tokens", default="10e6", help="validation tokens (default 10e6)")
+    p.add_argument("--shard-tokens", default="100e6", help="tokens per shard (default 100e6)")
+    p.add_argument("--workers", type=int, default=None, help="tokeniser processes (default: all cores)")
+    p.add_argument("--overwrite", action="store_true", help="replace a DIR prepared from another source")
+    p.set_defaults(func=_run_prepare)
+
+
+def _run_prepare(a):
+    from fwlab import prepare as P
+    source = a.source if a.source else P.DEFAULT_SOURCE
+    hf_config = a.hf_config
+    if hf_config is None and source == P.DEFAULT_SOURCE:
+        hf_config = P.DEFAULT_HF_CONFIG
+    m = P.prepare(source, a.out, hf_config=hf_config,
+                  max_tokens=P.parse_count(a.max_tokens) if a.max_tokens is not None else None,
+                  val_tokens=P.parse_count(a.val_tokens), shard_tokens=P.parse_count(a.shard_tokens),
+                  workers=a.workers, overwrite=a.overwrite)
+    print(f"{a.out}: {m['train']['tokens']:,} train tokens, {m['val']['tokens']:,} val tokens")
+
+
+# --- fwlab train ---------------------------------------------------------------------------------
+def _add_train(sub):
+    from fwlab.config import add_train_args
+    p = sub.add_parser("train", help="train one run (resumes a run directory that has checkpoints)")
+    add_train_args(p, required=("data", "out"))
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(a):
+    from fwlab.config import config_from_args
+    from fwlab.train import train
+    final = train(config_from_args(a))
+    print(f"{final['status']}: final val loss {final['final_val_loss']:.4f}")
+
+
+# --- fwlab sweep / report --------------------------------------------------------------------
+def _add_sweep(sub):
+    from fwlab.config import add_train_args
+    p = sub.add_parser("sweep", help="train a set of iteration budgets (papermill runs)")
+    budgets = p.add_mutually_exclusive_group(required=True)
+    budgets.add_argument("--budgets", help="iteration budgets, e.g. 6000,10000,15000,20000")
+    budgets.add_argument("--epochs", help="epoch targets, e.g. 0.85,1.42,2.13,2.85")
+    p.add_argument("--mode", choices=("independent", "wsd"), default="independent")
+    add_train_args(p, skip=("max_iters", "init_from", "init_iter"), required=("data", "out"))
+    p.set_defaults(func=_run_sweep)
+
+
+def _run_sweep(a):
+    from fwlab import sweep
+    return sweep.main_from_args(a)
+
+
+def _add_report(sub):
+    p = sub.add_parser("report", help="execute the analysis notebook for a sweep into SWEEP/report/")
+    p.add_argument("sweep", help="sweep directory")
+    p.add_argument("--claims", default=None, help="claims YAML whose verdicts the report shows")
+    p.set_defaults(func=_run_report)
+
+
+def _run_report(a):
+    from fwlab import analysis
+    out = analysis.make_report(a.sweep, claims=a.claims)
+    print(f"report: {out}")
+
+
+# --- fwlab plan / check-claims -------------------------------------------------------------------
+def _add_plan(sub):
+    p = sub.add_parser("plan", help="hours and predicted loss per budget on this machine")
+    p.add_argument("--preset", default="40m")
+    p.add_argument("--data-tokens", required=True, help="training tokens available, e.g. 3.68e9")
+    p.add_argument("--tokens-per-iter", default="524288")
+    p.add_argument("--budgets", default="6000,10000,15000,20000")
+    p.add_argument("--from", dest="from_", nargs="*", default=[], help="runs or sweeps to fit")
+    p.add_argument("--measure-iters", type=int, default=10)
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=_run_plan)
+
+
+def _run_plan(a):
+    from fwlab import forecast
+    return forecast.main_plan(a)
+
+
+def _add_check_claims(sub):
+    p = sub.add_parser("check-claims", help="verdicts on a recommendation table")
+    p.add_argument("claims", help="claims YAML")
+    p.add_argument("--from", dest="from_", required=True, help="a sweep, run, or plan JSON")
+    p.set_defaults(func=_run_check_claims)
+
+
+def _run_check_claims(a):
+    from fwlab import forecast
+    return forecast.main_check_claims(a)
+
+
+# --- fwlab eval / sample / export --------------------------------------------------------------
+def _add_eval(sub):
+    p = sub.add_parser("eval", help="benchmarks of a trained run")
+    esub = p.add_subparsers(dest="benchmark", required=True)
+    h = esub.add_parser("hellaswag", help="HellaSwag validation accuracy (acc, acc_norm)")
+    h.add_argument("--run", required=True)
+    h.add_argument("--ckpt", type=int, default=None, help="checkpoint iteration (default: newest)")
+    h.add_argument("--data", default=None, help="local hellaswag jsonl(.gz); default: the hub")
+    h.add_argument("--limit", type=int, default=None)
+    h.add_argument("--device", default="auto")
+    h.set_defaults(func=_run_eval_hellaswag)
+
+
+def _run_eval_hellaswag(a):
+    from fwlab import evaluate
+    return evaluate.main_hellaswag(a)
+
+
+def _add_sample(sub):
+    p = sub.add_parser("sample", help="sample text from a trained run")
+    p.add_argument("--run", required=True)
+    p.add_argument("--ckpt", type=int, default=None)
+    p.add_argument("--prompt", default="")
+    p.add_argument("--tokens", type=int, default=100)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=200)
+    p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_run_sample)
+
+
+def _run_sample(a):
+    from fwlab import evaluate
+    return evaluate.main_sample(a)
+
+
+def _add_export(sub):
+    p = sub.add_parser("export", help="export a run to a Hugging Face transformers GPT-2 checkpoint")
+    p.add_argument("--run", required=True)
+    p.add_argument("--ckpt", type=int, default=None)
+    p.add_argument("--out", required=True)
+    p.add_argument("--format", choices=("hf",), default="hf")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(a):
+    from fwlab import evaluate
+    return evaluate.main_export(a)
+
+
+# --- fwlab demo ----------------------------------------------------------------------------------
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="the main job: prepare data, a CPU-scale budget sweep, the report")
+    p.add_argument("--source", nargs="+", default=None, help="local files instead of the hub")
+    p.add_argument("--out", default="results/demo")
+    p.add_argument("--max-tokens", default="300e3")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(a):
+    from fwlab import sweep
+    return sweep.main_demo(a)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fwlab import __version__
+    parser = argparse.ArgumentParser(prog="fwlab", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"fwlab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_prepare, _add_train, _add_sweep, _add_report, _add_plan, _add_check_claims,
+                _add_eval, _add_sample, _add_export, _add_demo):
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        rc = args.func(args)
+    except FwlabError as e:
+        print(f"fwlab {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fwlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

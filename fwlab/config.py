@@ -1,0 +1,231 @@
+"""Configs: model presets and the one flat training config, with validation and CLI flags.
+
+`TrainConfig` is the single source of every training setting. Its fields become the flags of
+`fwlab train`, `python -m fwlab.train`, `fwlab sweep` and the parameters of notebooks/02_train.ipynb
+(a field `max_iters` is the flag `--max-iters`), and the resolved config is written to
+RUN/config.json, which everything downstream reads.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass, field, fields
+
+from fwlab.errors import FwlabError
+from fwlab.model import GPTConfig
+
+# Model presets. `40m` is the reference scenario's model (~41M parameters with tied embeddings);
+# `124m` is GPT-2 small for comparison with published figures; `mini`/`tiny` are CPU-scale.
+PRESETS: dict[str, dict] = {
+    "tiny": dict(n_layer=2, n_head=2, n_embd=64, block_size=128),
+    "mini": dict(n_layer=4, n_head=4, n_embd=128, block_size=256),
+    "40m": dict(n_layer=12, n_head=6, n_embd=384, block_size=1024),
+    "124m": dict(n_layer=12, n_head=12, n_embd=768, block_size=1024),
+}
+
+SCHEDULES = ("cosine", "wsd", "constant")
+COOLDOWN_SHAPES = ("linear", "1-sqrt")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "bfloat16")
+
+
+@dataclass
+class TrainConfig:
+    # where
+    data: str = ""                      # prepared data directory (fwlab prepare)
+    out: str = ""                       # run directory
+    # model
+    preset: str = "40m"
+    n_layer: int | None = None          # any preset field can be overridden
+    n_head: int | None = None
+    n_embd: int | None = None
+    block_size: int | None = None
+    dropout: float = 0.0
+    # budget and batch
+    max_iters: int = 6000
+    tokens_per_iter: int = 524_288      # the reference scenario: 512 x 1024 tokens per iteration
+    micro_batch: int = 0                # sequences per forward pass per rank; 0 = pick for the device
+    # optimisation
+    lr: float = 6e-4
+    min_lr_frac: float = 0.1            # cosine floor, and where a WSD cooldown ends (x lr)
+    warmup_iters: int | None = None     # None = derived from max_iters (see schedule.default_warmup)
+    schedule: str = "cosine"
+    cooldown_frac: float = 0.2
+    cooldown_shape: str = "linear"
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    seed: int = 1337
+    # evaluation, checkpoints, stopping
+    eval_interval: int = 250
+    eval_tokens: int = 1_048_576
+    ckpt_interval: int = 1000
+    keep_ckpts: int = 2
+    ckpt_at: str = ""                   # comma-separated iterations whose checkpoints are kept (branches)
+    early_stop_patience: int = 0        # evals without improvement before stopping; 0 = never
+    early_stop_delta: float = 0.0       # the improvement that counts
+    # periodic extras during training (0 = off)
+    hellaswag_every: int = 0
+    hellaswag_limit: int = 500
+    hellaswag_data: str = ""
+    sample_every: int = 0
+    # hardware
+    device: str = "auto"
+    dtype: str = "auto"
+    compile: bool | None = None         # None = on for CUDA, off elsewhere
+    # branching (a WSD cooldown branch starts from another run's checkpoint)
+    init_from: str = ""
+    init_iter: int | None = None
+    progress: bool = True
+
+    def model_config(self) -> GPTConfig:
+        if self.preset not in PRESETS:
+            raise FwlabError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        m = dict(PRESETS[self.preset])
+        for k in ("n_layer", "n_head", "n_embd", "block_size"):
+            v = getattr(self, k)
+            if v is not None:
+                m[k] = v
+        return GPTConfig(**m, dropout=self.dropout)
+
+    def ckpt_at_iters(self) -> list[int]:
+        return parse_int_list(self.ckpt_at, "ckpt_at") if self.ckpt_at else []
+
+    def validate(self) -> "TrainConfig":
+        """Raise FwlabError naming the first bad value; return self for chaining."""
+        def bad(name, why):
+            raise FwlabError(f"{name}={getattr(self, name)!r}: {why}")
+
+        if self.preset not in PRESETS:
+            bad("preset", f"unknown preset; choose one of {', '.join(PRESETS)}")
+        for name in ("max_iters", "tokens_per_iter", "eval_interval", "eval_tokens", "ckpt_interval",
+                     "keep_ckpts"):
+            if getattr(self, name) <= 0:
+                bad(name, "must be a positive integer")
+        for name in ("micro_batch", "early_stop_patience", "hellaswag_every", "hellaswag_limit",
+                     "sample_every"):
+            if getattr(self, name) < 0:
+                bad(name, "must be >= 0")
+        for name in ("n_layer", "n_head", "n_embd", "block_size"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                bad(name, "must be a positive integer")
+        mc = self.model_config()
+        if mc.n_embd % mc.n_head:
+            raise FwlabError(f"n_embd={mc.n_embd} is not divisible by n_head={mc.n_head}")
+        if self.tokens_per_iter % mc.block_size:
+            bad("tokens_per_iter", f"must be a multiple of block_size={mc.block_size}")
+        if not self.lr > 0:
+            bad("lr", "must be > 0")
+        if not 0 <= self.min_lr_frac <= 1:
+            bad("min_lr_frac", "must be in [0, 1]")
+        if self.warmup_iters is not None and not 0 <= self.warmup_iters < self.max_iters:
+            bad("warmup_iters", f"must be in [0, max_iters={self.max_iters})")
+        if self.schedule not in SCHEDULES:
+            bad("schedule", f"choose one of {', '.join(SCHEDULES)}")
+        if not 0 < self.cooldown_frac <= 1:
+            bad("cooldown_frac", "must be in (0, 1]")
+        if self.cooldown_shape not in COOLDOWN_SHAPES:
+            bad("cooldown_shape", f"choose one of {', '.join(COOLDOWN_SHAPES)}")
+        if not 0 <= self.dropout < 1:
+            bad("dropout", "must be in [0, 1)")
+        if self.device not in DEVICES:
+            bad("device", f"choose one of {', '.join(DEVICES)}")
+        if self.dtype not in DTYPES:
+            bad("dtype", f"choose one of {', '.join(DTYPES)}")
+        if bool(self.init_from) != (self.init_iter is not None):
+            raise FwlabError("--init-from RUN and --init-iter K go together: give both or neither")
+        if self.init_iter is not None and not 0 <= self.init_iter < self.max_iters:
+            bad("init_iter", f"must be in [0, max_iters={self.max_iters})")
+        self.ckpt_at_iters()
+        if not self.data:
+            raise FwlabError("no data directory given: pass --data DIR (made by `fwlab prepare`)")
+        if not self.out:
+            raise FwlabError("no run directory given: pass --out RUN")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, strict: bool = True) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown and strict:
+            raise FwlabError(f"unknown training setting(s): {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(known))}")
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def parse_int_list(s: str, name: str = "value") -> list[int]:
+    """'6000,10000' -> [6000, 10000]; accepts 1e4-style numbers; FwlabError on junk."""
+    out = []
+    for part in str(s).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            v = float(part)
+        except ValueError:
+            raise FwlabError(f"{name}: {part!r} is not a number") from None
+        if v != int(v) or v < 0:
+            raise FwlabError(f"{name}: {part!r} is not a non-negative integer")
+        out.append(int(v))
+    return out
+
+
+def _base_type(tp):
+    """int | None -> (int, True); bool -> (bool, False)."""
+    args = typing.get_args(tp)
+    if args and type(None) in args:
+        return next(a for a in args if a is not type(None)), True
+    return tp, False
+
+
+def _to_int(s: str) -> int:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
+    if v != int(v):
+        raise argparse.ArgumentTypeError(f"{s!r} is not an integer")
+    return int(v)
+
+
+def add_train_args(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (),
+                   required: tuple[str, ...] = ()) -> None:
+    """One flag per TrainConfig field (--max-iters for max_iters); defaults are left as None so
+    that only flags the user actually gave override a config (see config_from_args)."""
+    hints = typing.get_type_hints(TrainConfig)
+    g = parser.add_argument_group("training options")
+    for f in fields(TrainConfig):
+        if f.name in skip:
+            continue
+        tp, _ = _base_type(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        help_ = f"default: {f.default!r}"
+        if tp is bool:
+            g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                           help=help_)
+        else:
+            conv = _to_int if tp is int else tp
+            g.add_argument(flag, dest=f.name, type=conv, default=None, required=f.name in required,
+                           help=help_)
+
+
+def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+    """TrainConfig from parsed flags: flags given override `base` (or the defaults)."""
+    cfg = dataclasses.replace(base) if base is not None else TrainConfig()
+    for f in fields(TrainConfig):
+        v = getattr(args, f.name, None)
+        if v is not None:
+            setattr(cfg, f.name, v)
+    return cfg
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict:
+    """Only the training flags the user gave, as a dict (for sweeps to pass on to each run)."""
+    return {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+            if getattr(args, f.name, None) is not None}

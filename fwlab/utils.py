@@ -1,0 +1,75 @@
+"""Small shared helpers: atomic file writes, JSON lines, environment defaults."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from fwlab.errors import FwlabError
+
+
+def _tmp_for(path: Path) -> Path:
+    # same directory so os.replace is an atomic rename on the same filesystem
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file + rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_for(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Pretty, key-sorted JSON so the same object always gives the same bytes."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FwlabError(f"{path}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise FwlabError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
+    """Yield the JSON objects of a .jsonl file; a torn last line (a crash mid-write) is skipped."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as f:
+        lines = f.readlines()
+    for i, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines):  # only the very last line may be torn by a kill
+                return
+            raise FwlabError(f"{path}:{i}: not valid JSON") from None
+
+
+def append_jsonl(f, obj: dict) -> None:
+    """Append one JSON object as a line to an open text file and flush it to disk."""
+    f.write(json.dumps(obj, sort_keys=True) + "\n")
+    f.flush()
