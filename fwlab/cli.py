@@ -87,13 +87,30 @@ def _run_report(a):
 # --- fwlab plan / check-claims -------------------------------------------------------------------
 def _add_plan(sub):
     p = sub.add_parser("plan", help="hours and predicted loss per budget on this machine")
-    p.add_argument("--preset", default="40m")
-    p.add_argument("--data-tokens", required=True, help="training tokens available, e.g. 3.68e9")
+    p.add_argument("--preset", default=None, help="model preset (default: the --from curves', else 40m)")
+    p.add_argument("--data-tokens", default=None,
+                   help="unique training tokens, e.g. 3.68e9 (default: the --from runs' data)")
     p.add_argument("--tokens-per-iter", default="524288")
     p.add_argument("--budgets", default="6000,10000,15000,20000")
     p.add_argument("--from", dest="from_", nargs="*", default=[], help="runs or sweeps to fit")
-    p.add_argument("--measure-iters", type=int, default=10)
+    p.add_argument("--measure-iters", type=int, default=10,
+                   help="micro-steps timed to measure this machine's tokens/s")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--out", default=None, help="also write the plan JSON here (for check-claims)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile while measuring (default: as training would decide)")
+    p.add_argument("--micro-batch", type=int, default=0, help="0 = as training would pick")
+    p.add_argument("--data", default=None, help="measure on this prepared data dir (default: "
+                                                "random tokens)")
+    p.add_argument("--tok-per-s", type=float, default=None, help="skip measuring: use this speed")
+    p.add_argument("--gpu", default=None, help="hours on this GPU (e.g. 'RTX 4070') from its peak "
+                                               "FLOPs x --mfu instead of measuring here")
+    p.add_argument("--mfu", default="0.3,0.5", help="assumed MFU range for --gpu (default 0.3,0.5)")
+    p.add_argument("--min-gain-per-hour", type=float, default=0.01,
+                   help="recommend the largest budget whose extra hour buys more than this many "
+                        "nats of val loss (default 0.01)")
     p.set_defaults(func=_run_plan)
 
 
@@ -106,6 +123,9 @@ def _add_check_claims(sub):
     p = sub.add_parser("check-claims", help="verdicts on a recommendation table")
     p.add_argument("claims", help="claims YAML")
     p.add_argument("--from", dest="from_", required=True, help="a sweep, run, or plan JSON")
+    p.add_argument("--mfu", default="0.3,0.5",
+                   help="assumed MFU range for hours on a named GPU (default 0.3,0.5)")
+    p.add_argument("--csv", default=None, help="also write the verdicts to this CSV file")
     p.set_defaults(func=_run_check_claims)
 
 
@@ -122,8 +142,10 @@ def _add_eval(sub):
     h.add_argument("--run", required=True)
     h.add_argument("--ckpt", type=int, default=None, help="checkpoint iteration (default: newest)")
     h.add_argument("--data", default=None, help="local hellaswag jsonl(.gz); default: the hub")
-    h.add_argument("--limit", type=int, default=None)
+    h.add_argument("--limit", type=int, default=None, help="first N examples only (default: all 10,042)")
     h.add_argument("--device", default="auto")
+    h.add_argument("--batch-size", type=int, default=None,
+                   help="examples per forward pass, 4 rows each (default: 32 on CUDA, 4 on CPU)")
     h.set_defaults(func=_run_eval_hellaswag)
 
 
@@ -138,8 +160,8 @@ def _add_sample(sub):
     p.add_argument("--ckpt", type=int, default=None)
     p.add_argument("--prompt", default="")
     p.add_argument("--tokens", type=int, default=100)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=200, help="0 = no cut-off")
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--device", default="auto")
@@ -157,12 +179,15 @@ def _add_export(sub):
     p.add_argument("--ckpt", type=int, default=None)
     p.add_argument("--out", required=True)
     p.add_argument("--format", choices=("hf",), default="hf")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty --out")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip loading the export back with transformers to compare logits")
     p.set_defaults(func=_run_export)
 
 
 def _run_export(a):
-    from fwlab import evaluate
-    return evaluate.main_export(a)
+    from fwlab import export
+    return export.main_export(a)
 
 
 # --- fwlab demo ----------------------------------------------------------------------------------
