@@ -30,7 +30,7 @@ def _run_prepare(a):
     from fwlab import prepare as P
     source = a.source if a.source else P.DEFAULT_SOURCE
     hf_config = a.hf_config
-    if hf_config is None and source == P.DEFAULT_SOURCE:
+    if hf_config is None and P.DEFAULT_SOURCE in ([source] if isinstance(source, str) else source):
         hf_config = P.DEFAULT_HF_CONFIG
     m = P.prepare(source, a.out, hf_config=hf_config,
                   max_tokens=P.parse_count(a.max_tokens) if a.max_tokens is not None else None,

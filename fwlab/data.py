@@ -1,0 +1,230 @@
+"""Prepared token data: the llm.c shard format, the manifest, the training loader, the val set.
+
+A prepared DIR (written by `fwlab.prepare`) holds manifest.json plus train_NNNNNN.bin and
+val_NNNNNN.bin shards in llm.c's format: a 256 x int32 little-endian header
+(magic, version, number of tokens, zeros) followed by the tokens, uint16 for vocabularies up to
+65,536 ids (magic 20240520, version 1) and uint32 above that (magic 20240801, version 7).
+
+Training windows. Every shard of n tokens is cut into floor((n - 1) / T) windows of T + 1 tokens
+with stride T (x = window[:-1], y = window[1:]); windows never cross a shard boundary, which costs
+at most T tokens per shard (nothing at 100M-token shards) and keeps indexing a plain division.
+The windows of all train shards form one list of W windows. Epoch e visits all W in the order
+of a permutation seeded by (seed, e); the global order is epoch 0's permutation, then epoch 1's,
+and so on. A loader position is the number of windows of that global order consumed by all
+ranks together, so `next_batch(n)` on rank r of R takes global windows
+[pos + r*n, pos + (r+1)*n) and advances pos by n*R. Hence a global batch of G windows is the same
+multiset however it is split into micro-batches and ranks, and a resumed loader continues exactly.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from fwlab.errors import FwlabError
+from fwlab.utils import read_json
+
+HEADER_INTS = 256
+HEADER_BYTES = HEADER_INTS * 4
+# magic -> (version, token dtype)
+FORMATS = {20240520: (1, np.dtype("<u2")), 20240801: (7, np.dtype("<u4"))}
+MANIFEST = "manifest.json"
+
+
+# ---------------------------------------------------------------------------- shard files
+
+def write_shard(path: str | os.PathLike, tokens: np.ndarray) -> str:
+    """Write `tokens` as an llm.c shard (temp name + rename); returns the file's sha256 hex.
+
+    uint16 tokens give the version-1 format, anything needing ids >= 65,536 the uint32 one.
+    """
+    path = Path(path)
+    tokens = np.asarray(tokens)
+    if tokens.dtype != np.uint16:
+        wide = tokens.dtype == np.uint32 or (tokens.size and int(tokens.max()) >= 1 << 16)
+        tokens = tokens.astype(np.uint32 if wide else np.uint16)
+    magic = 20240520 if tokens.dtype == np.uint16 else 20240801
+    version, dtype = FORMATS[magic]
+    if tokens.size >= 2**31:
+        raise FwlabError(f"{path}: {tokens.size} tokens do not fit an llm.c shard header; use smaller shards")
+    header = np.zeros(HEADER_INTS, dtype="<i4")
+    header[:3] = (magic, version, tokens.size)
+    body = np.ascontiguousarray(tokens, dtype=dtype)
+    digest = hashlib.sha256(header.tobytes())
+    digest.update(memoryview(body).cast("B"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(header.tobytes())
+            body.tofile(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; shards are data others may read
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return digest.hexdigest()
+
+
+def read_shard(path: str | os.PathLike, expected_tokens: int | None = None) -> np.ndarray:
+    """Validate a shard's header against its size and memory-map its tokens (read-only)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
+    except OSError as e:
+        raise FwlabError(f"shard {path}: cannot read ({e.strerror}); re-run fwlab prepare") from None
+    if header.size < HEADER_INTS:
+        raise FwlabError(f"shard {path}: {size} bytes is shorter than the {HEADER_BYTES}-byte header")
+    magic, version, ntok = (int(v) for v in header[:3])
+    if magic not in FORMATS:
+        raise FwlabError(f"shard {path}: bad magic {magic} (expected 20240520 or 20240801); "
+                         "not an llm.c token shard")
+    want_version, dtype = FORMATS[magic]
+    if version != want_version:
+        raise FwlabError(f"shard {path}: magic {magic} needs version {want_version}, header says {version}")
+    if ntok < 0 or size != HEADER_BYTES + ntok * dtype.itemsize:
+        raise FwlabError(f"shard {path}: header says {ntok} tokens ({HEADER_BYTES + ntok * dtype.itemsize} "
+                         f"bytes) but the file has {size} bytes; it is truncated or corrupt, re-run fwlab prepare")
+    if expected_tokens is not None and ntok != expected_tokens:
+        raise FwlabError(f"shard {path}: {ntok} tokens but the manifest says {expected_tokens}")
+    if ntok == 0:
+        return np.zeros(0, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=HEADER_BYTES, shape=(ntok,))
+
+
+def load_manifest(data_dir: str | os.PathLike) -> dict:
+    path = Path(data_dir) / MANIFEST
+    if not path.is_file():
+        raise FwlabError(f"{data_dir} is not a prepared data directory (no {MANIFEST}); "
+                         f"create it with: fwlab prepare --source SRC --out {data_dir}")
+    manifest = read_json(path)
+    for split in ("train", "val"):
+        if not isinstance(manifest.get(split), dict) or "shards" not in manifest[split]:
+            raise FwlabError(f"{path}: no '{split}' shard list; re-run fwlab prepare with --overwrite")
+    return manifest
+
+
+def open_split(data_dir: str | os.PathLike, split: str) -> list[np.ndarray]:
+    """Memory-maps of one split's shards, in manifest order, each header checked."""
+    manifest = load_manifest(data_dir)
+    return [read_shard(Path(data_dir) / s["file"], s["tokens"]) for s in manifest[split]["shards"]]
+
+
+def train_tokens(data_dir: str | os.PathLike) -> int:
+    return int(load_manifest(data_dir)["train"]["tokens"])
+
+
+# ---------------------------------------------------------------------------- windows
+
+def _window_counts(shards: list[np.ndarray], block_size: int) -> np.ndarray:
+    return np.array([max(0, (len(s) - 1) // block_size) for s in shards], dtype=np.int64)
+
+
+def _gather(shards, shard_ids, starts, block_size):
+    """(n, T+1) int64 array of windows; window k starts at starts[k] in shards[shard_ids[k]]."""
+    out = np.empty((len(shard_ids), block_size + 1), dtype=np.int64)
+    for k, (s, o) in enumerate(zip(shard_ids, starts)):
+        out[k] = shards[s][o:o + block_size + 1]
+    return out
+
+
+def _to_xy(windows: np.ndarray):
+    # torch is imported here, not at module top, so tokenising workers of fwlab.prepare (which
+    # import this module for write_shard) start without paying for it
+    import torch
+
+    t = torch.from_numpy(windows)
+    return t[:, :-1].contiguous(), t[:, 1:].contiguous()
+
+
+class TrainLoader:
+    """Windows of block_size + 1 training tokens, a fresh permutation per epoch, DDP-aware."""
+
+    def __init__(self, data_dir, block_size: int, seed: int = 1337, rank: int = 0, world_size: int = 1):
+        if block_size < 1:
+            raise FwlabError(f"block_size must be >= 1, got {block_size}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise FwlabError(f"rank {rank} is not in 0..{world_size - 1} (world_size {world_size})")
+        self.data_dir, self.block_size, self.seed = str(data_dir), int(block_size), int(seed)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.shards = open_split(data_dir, "train")
+        counts = _window_counts(self.shards, self.block_size)
+        self.windows_per_epoch = int(counts.sum())
+        if self.windows_per_epoch == 0:
+            n = sum(len(s) for s in self.shards)
+            raise FwlabError(f"{data_dir}: {n} train tokens hold no window of block_size+1 = "
+                             f"{self.block_size + 1} tokens; use more data or a smaller block")
+        self._first = np.concatenate([[0], np.cumsum(counts)])  # first window id of each shard
+        self.tokens_per_epoch = self.windows_per_epoch * self.block_size
+        self.pos = 0  # global windows consumed by all ranks together
+        self._perm_epoch, self._perm = -1, None
+
+    @property
+    def epoch(self) -> float:
+        """Exact fractional epochs consumed (all ranks together)."""
+        return self.pos / self.windows_per_epoch
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if epoch != self._perm_epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._perm, self._perm_epoch = rng.permutation(self.windows_per_epoch), epoch
+        return self._perm
+
+    def _window_ids(self, start: int, n: int) -> np.ndarray:
+        """Window ids at global positions start .. start+n-1 (may run across epochs)."""
+        ids = np.empty(n, dtype=np.int64)
+        done = 0
+        while done < n:
+            epoch, off = divmod(start + done, self.windows_per_epoch)
+            take = min(n - done, self.windows_per_epoch - off)
+            ids[done:done + take] = self._permutation(epoch)[off:off + take]
+            done += take
+        return ids
+
+    def next_batch(self, n: int):
+        """The next n windows for this rank as int64 CPU tensors x, y of shape (n, block_size)."""
+        if n < 1:
+            raise FwlabError(f"batch size must be >= 1, got {n}")
+        ids = self._window_ids(self.pos + self.rank * n, n)
+        self.pos += n * self.world_size
+        shard = np.searchsorted(self._first, ids, side="right") - 1
+        starts = (ids - self._first[shard]) * self.block_size
+        return _to_xy(_gather(self.shards, shard, starts, self.block_size))
+
+    def state_dict(self) -> dict:
+        # plain ints/str only: it is stored in checkpoints loaded with torch.load(weights_only=True)
+        return {"pos": int(self.pos), "seed": self.seed, "block_size": self.block_size,
+                "windows_per_epoch": self.windows_per_epoch, "data_dir": self.data_dir}
+
+    def load_state_dict(self, d: dict) -> None:
+        for key in ("seed", "block_size", "windows_per_epoch"):
+            if int(d[key]) != getattr(self, key):
+                raise FwlabError(f"loader state has {key}={d[key]} but this loader has {getattr(self, key)} "
+                                 f"(data {self.data_dir}); resume with the same data and settings")
+        self.pos = int(d["pos"])
+
+
+def val_batches(data_dir, block_size: int, eval_tokens: int, batch_size: int) -> list:
+    """A fixed validation set: the first eval_tokens // block_size windows of the val split in
+    order (capped by what the split holds), as (x, y) int64 batches of batch_size (the last one
+    may be smaller). The same for every run on the same data, so val losses are comparable."""
+    if block_size < 1 or batch_size < 1:
+        raise FwlabError(f"block_size and batch_size must be >= 1, got {block_size}, {batch_size}")
+    shards = open_split(data_dir, "val")
+    counts = _window_counts(shards, block_size)
+    if counts.sum() == 0:
+        n = sum(len(s) for s in shards)
+        raise FwlabError(f"{data_dir}: the val split has {n} tokens, less than one window of "
+                         f"block_size+1 = {block_size + 1}; prepare with a larger --val-tokens")
+    want = max(1, min(int(eval_tokens) // block_size, int(counts.sum())))
+    shard_ids = np.repeat(np.arange(len(shards)), counts)[:want]
+    first = np.concatenate([[0], np.cumsum(counts)])
+    starts = (np.arange(want) - first[shard_ids]) * block_size
+    windows = _gather(shards, shard_ids, starts, block_size)
+    return [_to_xy(windows[i:i + batch_size]) for i in range(0, want, batch_size)]
