@@ -1,0 +1,356 @@
+"""fwlab.analysis on fabricated sweep directories written exactly as CONTRACTS.md and fwlab/sweep.py
+lay them out (sweep.json + runs/NAME/{config,final}.json + metrics.jsonl), so every expected number
+is known in advance; and one real papermill execution of notebooks/03_analysis.ipynb."""
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fwlab import analysis
+from fwlab.errors import FwlabError
+
+TPI = 1024               # tokens per iteration
+TPE = 40_000             # training tokens per epoch
+SEC_PER_ITER = 0.5
+EVAL_EVERY = 20
+
+
+def base_loss(it):
+    return 3.0 + 4.0 / math.sqrt(it + 1)
+
+
+def _write_run(d: Path, cfg: dict, train_pts, eval_pts, final: dict | None, extra_lines=()):
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps(cfg))
+    lines = []
+    for it, loss in train_pts:
+        lines.append(dict(iter=it, tokens=it * TPI, epoch=it * TPI / TPE, lr=6e-4, train_loss=loss,
+                          tok_per_s=2048.0, mfu=None, elapsed_s=SEC_PER_ITER * (it - cfg.get(
+                              "init_iter", 0) if cfg.get("init_iter") else it)))
+    for it, loss in eval_pts:
+        own = it - cfg["init_iter"] if cfg.get("init_iter") else it
+        lines.append(dict(iter=it, tokens=it * TPI, epoch=it * TPI / TPE, val_loss=loss,
+                          val_loss_stderr=0.01 + 1e-4 * it / 7, elapsed_s=SEC_PER_ITER * own + 0.1))
+    lines.sort(key=lambda o: (o["iter"], "val_loss" in o))
+    text = "".join(json.dumps(o) + "\n" for o in list(lines) + list(extra_lines))
+    (d / "metrics.jsonl").write_text(text)
+    if final is not None:
+        (d / "final.json").write_text(json.dumps(final))
+
+
+def _final(B, eval_pts, start=0):
+    last_it, last_loss = eval_pts[-1]
+    return dict(final_val_loss=last_loss, val_loss_stderr=0.01 + 1e-4 * last_it / 7, iters=B,
+                tokens=B * TPI, epochs=B * TPI / TPE, wall_s=SEC_PER_ITER * (B - start) + 0.7,
+                status="completed")
+
+
+def _cfg(B, schedule, **kw):
+    return dict(dict(max_iters=B, tokens_per_iter=TPI, preset="tiny", schedule=schedule,
+                     cooldown_frac=0.2, warmup_iters=5, init_from="", init_iter=None, n_params=123456,
+                     device="cpu"), **kw)
+
+
+def make_sweep(root: Path, mode: str, budgets=(60, 100, 150), fail=None) -> Path:
+    """A finished sweep of `mode` with known curves. wsd: the trunk is the largest budget's run
+    (fwlab/sweep.py), branches start at round(0.8 * B) and log only their own iterations (b100's
+    also logs an eval at its starting iteration). `fail`: a budget whose run failed (no final.json)."""
+    root.mkdir(parents=True)
+    budgets = sorted(budgets)
+    entries = []
+    if mode == "independent":
+        for B in budgets:
+            cosine = lambda it, B=B: base_loss(it) - 0.2 * (it / B) ** 2  # noqa: E731
+            ev = [(it, cosine(it)) for it in range(0, B + 1, EVAL_EVERY)]
+            if ev[-1][0] != B:
+                ev.append((B, cosine(B)))
+            tr = [(it, cosine(it) + 0.05) for it in range(1, B + 1)]
+            failed = B == fail
+            _write_run(root / "runs" / f"b{B}", _cfg(B, "cosine"), tr[: B // 2] if failed else tr,
+                       ev[: len(ev) // 2] if failed else ev, None if failed else _final(B, ev))
+            entries.append(dict(name=f"b{B}", budget=B, role="run", max_iters=B, parent=None,
+                                branch_iter=None, planned_iters=B,
+                                status="failed" if failed else "completed",
+                                iters_computed=B // 2 if failed else B)
+                           | (dict(error="RuntimeError: boom") if failed else {}))
+    else:
+        top = budgets[-1]
+        wsd = lambda it, B, k: base_loss(it) - (0.3 * (it - k) / (B - k) if it > k else 0)  # noqa
+        k_top = round(0.8 * top)
+        ev = [(it, wsd(it, top, k_top)) for it in range(0, top + 1, EVAL_EVERY)]
+        if ev[-1][0] != top:
+            ev.append((top, wsd(top, top, k_top)))
+        tr = [(it, wsd(it, top, k_top) + 0.05) for it in range(1, top + 1)]
+        _write_run(root / "runs" / f"b{top}", _cfg(top, "wsd", ckpt_at="48,80"), tr, ev,
+                   _final(top, ev))
+        entries.append(dict(name=f"b{top}", budget=top, role="trunk", max_iters=top, parent=None,
+                            branch_iter=None, planned_iters=top, status="completed",
+                            iters_computed=top))
+        for B in budgets[:-1]:
+            k = round(0.8 * B)
+            first = k if B == 100 else k + 1  # b100 logs its starting point, b60 does not
+            ev = [(it, wsd(it, B, k)) for it in range(first, B + 1) if it % EVAL_EVERY == 0 or
+                  it in (B, first if B == 100 else -1)]
+            tr = [(it, wsd(it, B, k) + 0.05) for it in range(k + 1, B + 1)]
+            cfg = _cfg(B, "wsd", init_from=str((root / "runs" / f"b{top}").resolve()), init_iter=k)
+            _write_run(root / "runs" / f"b{B}", cfg, tr, ev, _final(B, ev, start=k))
+            entries.append(dict(name=f"b{B}", budget=B, role="branch", max_iters=B,
+                                parent=f"b{top}", branch_iter=k, planned_iters=B - k,
+                                status="completed", iters_computed=B - k))
+    sweep = dict(mode=mode, budgets=budgets, runs=entries, preset="tiny", tokens_per_iter=TPI,
+                 data="/nowhere/data", train_tokens=TPE, status="completed",
+                 total_iters_computed=sum(e["iters_computed"] for e in entries),
+                 planned_iters=sum(e["planned_iters"] for e in entries))
+    (root / "sweep.json").write_text(json.dumps(sweep))
+    return root
+
+
+def _final_json(sweep: Path, name: str) -> dict:
+    return json.loads((sweep / "runs" / name / "final.json").read_text())
+
+
+def test_independent_sweep_loads_final_numbers_and_curves(tmp_path):
+    sw = make_sweep(tmp_path / "ind", "independent")
+    lab = analysis.load_runs(sw)
+    r = lab.runs.set_index("run")
+    assert list(r.index) == ["b60", "b100", "b150"] and r["is_budget"].all()
+    for name, B in (("b60", 60), ("b100", 100), ("b150", 150)):
+        f = _final_json(sw, name)
+        assert r.loc[name, "max_iters"] == B and r.loc[name, "status"] == "completed"
+        for col in ("final_val_loss", "val_loss_stderr", "tokens", "epochs", "wall_s"):
+            assert r.loc[name, col] == f[col], col
+        assert r.loc[name, "hours"] == pytest.approx(f["wall_s"] / 3600)
+        assert r.loc[name, "iters_computed"] == B
+        assert r.loc[name, "tokens_per_epoch"] == pytest.approx(TPE)
+        ev = lab.evals[lab.evals["run"] == name]
+        assert list(ev["iter"]) == sorted(set(list(range(0, B + 1, EVAL_EVERY)) + [B]))
+        assert ev["own"].all() and ev["val_loss"].iloc[-1] == f["final_val_loss"]
+        assert len(lab.train[lab.train["run"] == name]) == B
+    assert lab.sweeps.loc[0, "total_iters_computed"] == 310
+
+
+def test_wsd_branches_are_stitched_to_the_trunk(tmp_path):
+    sw = make_sweep(tmp_path / "wsd", "wsd")
+    lab = analysis.load_runs(sw)
+    r = lab.runs.set_index("run")
+    assert r["is_budget"].all()  # the trunk is the largest budget's run
+    assert r.loc["b60", "parent_run"] == "b150" and r.loc["b60", "branch_iter"] == 48
+    trunk_ev = lab.evals[lab.evals["run"] == "b150"].set_index("iter")
+
+    ev = lab.evals[lab.evals["run"] == "b60"]
+    assert list(ev["iter"]) == [0, 20, 40, 60] and list(ev["own"]) == [False, False, False, True]
+    # inherited points are the trunk's; own points are on the trunk clock (trunk at 48 = 24.0 s)
+    assert list(ev["val_loss"].iloc[:3]) == list(trunk_ev.loc[[0, 20, 40], "val_loss"])
+    assert ev["elapsed_s"].iloc[-1] == pytest.approx(24.0 + SEC_PER_ITER * 12 + 0.1)
+    tr = lab.train[lab.train["run"] == "b60"]
+    assert list(tr["iter"]) == list(range(1, 61)) and tr["own"].sum() == 12
+    assert tr["elapsed_s"].is_monotonic_increasing
+
+    f60 = _final_json(sw, "b60")
+    assert r.loc["b60", "wall_s"] == f60["wall_s"]                       # what the branch cost
+    assert r.loc["b60", "hours"] == pytest.approx((24.0 + f60["wall_s"]) / 3600)  # budget alone
+    assert r.loc["b60", "iters_computed"] == 12
+    # b100 logs an eval at its starting iteration 80: its own point wins over the trunk's there,
+    # and the trunk's time at 80 is the later of its train (40.0 s) and eval (40.1 s) lines
+    ev = lab.evals[lab.evals["run"] == "b100"].set_index("iter")
+    assert ev.loc[80, "own"] and not ev.loc[60, "own"]
+    f100 = _final_json(sw, "b100")
+    assert r.loc["b100", "hours"] == pytest.approx((40.1 + f100["wall_s"]) / 3600)
+    assert r.loc["b150", "hours"] == pytest.approx(_final_json(sw, "b150")["wall_s"] / 3600)
+    assert lab.sweeps.loc[0, "total_iters_computed"] == 150 + 12 + 20
+
+
+def test_decision_table_gains_and_summary_csv_equal_final_json(tmp_path):
+    sw = make_sweep(tmp_path / "wsd", "wsd")
+    table = analysis.decision_table(analysis.load_runs(sw).runs)
+    assert list(table["run"]) == ["b60", "b100", "b150"]
+    loss, hours = table["final_val_loss"].to_numpy(), table["hours"].to_numpy()
+    assert math.isnan(table["gain"].iloc[0]) and math.isnan(table["gain_per_hour"].iloc[0])
+    assert np.allclose(table["gain"].iloc[1:], loss[:-1] - loss[1:])
+    assert (table["gain"].iloc[1:] > 0).all()  # the curves were built so that longer is better
+    assert np.allclose(table["gain_per_hour"].iloc[1:], (loss[:-1] - loss[1:]) / np.diff(hours))
+    se = table["val_loss_stderr"].to_numpy()
+    assert table["gain_stderr"].iloc[2] == pytest.approx(math.hypot(se[1], se[2]))
+
+    path = analysis.write_summary(table, tmp_path / "summary.csv")
+    rows = list(csv.DictReader(path.read_text().splitlines()))
+    assert set(analysis.SUMMARY_COLUMNS) <= set(rows[0])
+    for row in rows:
+        f = _final_json(sw, row["run"])
+        for col in ("tokens", "epochs", "final_val_loss", "val_loss_stderr", "wall_s"):
+            assert float(row[col]) == f[col], (row["run"], col)  # exact: full precision written
+        assert int(row["max_iters"]) == f["iters"]
+    assert [int(r["iters_computed"]) for r in rows] == [12, 20, 150]
+
+
+def test_failed_run_is_shown_not_hidden(tmp_path):
+    sw = make_sweep(tmp_path / "ind", "independent", fail=100)
+    lab = analysis.load_runs(sw)
+    table = analysis.decision_table(lab.runs).set_index("run")
+    assert table.loc["b100", "status"] == "failed" and math.isnan(table.loc["b100", "final_val_loss"])
+    assert math.isnan(table.loc["b150", "gain"])  # no gain over a budget that has no result
+    assert table.loc["b100", "iters_computed"] == 50
+    assert "b100" in analysis.describe(lab) and "boom" in analysis.describe(lab)
+    shown = analysis.display_table(analysis.decision_table(lab.runs))
+    assert shown["val loss ± stderr"].iloc[1] == "– ± –"
+
+
+def test_runs_without_a_directory_are_listed_with_their_sweep_status(tmp_path):
+    """fwlab/sweep.py skips the branches of a failed trunk: no directory, status "skipped"."""
+    sw = make_sweep(tmp_path / "wsd", "wsd")
+    s = json.loads((sw / "sweep.json").read_text())
+    s["runs"][1].update(status="skipped", iters_computed=0, reason="trunk b150 did not finish")
+    (sw / "sweep.json").write_text(json.dumps(s))
+    import shutil
+    shutil.rmtree(sw / "runs" / s["runs"][1]["name"])
+    lab = analysis.load_runs(sw)
+    table = analysis.decision_table(lab.runs).set_index("run")
+    assert table.loc["b60", "status"] == "skipped" and math.isnan(table.loc["b60", "final_val_loss"])
+    assert "did not finish" in analysis.describe(lab)
+    assert len(lab.evals[lab.evals["run"] == "b60"]) == 0
+
+
+def test_run_dirs_metrics_robustness_and_parent_by_path(tmp_path):
+    """Loose run directories: a branch finds its trunk through config.json's init_from. Metrics
+    lines: a resume's re-logged iteration (the later one wins), unknown kinds, a torn last line."""
+    sw = make_sweep(tmp_path / "wsd", "wsd")
+    trunk, branch = sw / "runs" / "b150", sw / "runs" / "b60"
+    with open(branch / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(dict(iter=60, tokens=60 * TPI, epoch=1.5, val_loss=9.0,
+                                val_loss_stderr=0.5, elapsed_s=7.0)) + "\n")
+        f.write(json.dumps(dict(iter=60, hellaswag_acc_norm=0.26)) + "\n")
+        f.write('{"iter": 61, "train_lo')
+    (branch / "eval_hellaswag.json").write_text(json.dumps(dict(acc=0.25, acc_norm=0.27, n=100)))
+    lab = analysis.load_runs(branch, trunk)
+    r = lab.runs.set_index("run")
+    assert r.loc["b60", "parent_run"] == "b150" and r.loc["b60", "sweep"] == ""
+    ev = lab.evals[lab.evals["run"] == "b60"]
+    assert list(ev["iter"]) == [0, 20, 40, 60] and ev["val_loss"].iloc[-1] == 9.0
+    assert r.loc["b60", "iters_computed"] == 12  # final iters - init_iter, without sweep.json
+    assert r.loc["b60", "hellaswag_acc_norm"] == 0.27
+    assert list(analysis.hellaswag_table(lab.runs)["run"]) == ["b60"]
+
+
+def test_constant_trunk_without_budget_keys_is_not_a_budget(tmp_path):
+    """Another sweep writer's layout: a constant-LR trunk that is no budget result."""
+    sw = make_sweep(tmp_path / "wsd", "wsd", budgets=(60, 100, 150))
+    s = json.loads((sw / "sweep.json").read_text())
+    for e in s["runs"]:
+        e.pop("budget"), e.pop("role")
+    s["budgets"] = [60, 100]
+    (sw / "sweep.json").write_text(json.dumps(s))
+    cfg = json.loads((sw / "runs" / "b150" / "config.json").read_text())
+    (sw / "runs" / "b150" / "config.json").write_text(json.dumps(cfg | dict(schedule="constant")))
+    lab = analysis.load_runs(sw)
+    assert list(analysis.decision_table(lab.runs)["run"]) == ["b60", "b100"]
+    assert len(lab.evals[lab.evals["run"] == "b60"]) == 4  # still stitched to the trunk
+
+
+def test_plot_curves_marks_epochs_and_branch_points(tmp_path):
+    lab = analysis.load_runs(make_sweep(tmp_path / "wsd", "wsd"))
+    fig = analysis.plot_curves(lab, log_x=True)
+    ax_tok, ax_hours = fig.axes
+    assert ax_tok.get_xscale() == "log" and ax_tok.get_xlabel() == "training tokens"
+    vlines = [ln for ln in ax_tok.get_lines() if ln.get_linestyle() == ":"]
+    assert sorted(ln.get_xdata()[0] for ln in vlines) == [TPE, 2 * TPE, 3 * TPE]  # 153.6k tokens
+    hollow = [ln for ln in ax_tok.get_lines() if ln.get_markerfacecolor() == "none"
+              and len(ln.get_xdata())]
+    assert sorted(float(ln.get_xdata()[0]) for ln in hollow) == [48 * TPI, 80 * TPI]
+    b60 = next(ln for ln in ax_tok.get_lines() if ln.get_label().startswith("b60"))
+    assert list(b60.get_xdata()) == [48 * TPI, 60 * TPI]  # from the branch point to its own eval
+    assert "hours" in ax_hours.get_xlabel()
+    assert analysis.plot_curves(lab, log_x=False, xs=("tokens",)).axes[0].get_xscale() == "linear"
+    png = analysis.save_figure(fig, tmp_path / "c.png")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "c.png").read_bytes() == png
+
+
+def test_make_report_writes_the_four_files(tmp_path, repo_root):
+    sw = make_sweep(tmp_path / "wsd", "wsd")
+    out = analysis.make_report(sw, claims=repo_root / "examples" / "claims_40m_fineweb_edu.yaml")
+    assert out == sw.resolve() / "report"
+    assert sorted(p.name for p in out.iterdir()) == sorted(analysis.REPORT_FILES)
+    nb = json.loads((out / "analysis.ipynb").read_text())
+    outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    html = (out / "report.html").read_text()
+    assert "analysis.load_runs" not in html  # code cells hidden
+    assert "data:image/png;base64" in html and "Decision table" in html and "b100" in html
+    assert "val loss 2.42-2.55 after 20,000 iterations" in html  # the claims' verdicts
+    assert analysis.claims_verdicts(None, sw).startswith("No claims file given")
+    rows = list(csv.DictReader((out / "summary.csv").read_text().splitlines()))
+    assert [r["run"] for r in rows] == ["b60", "b100", "b150"]
+    for row in rows:
+        f = _final_json(sw, row["run"])
+        assert float(row["final_val_loss"]) == f["final_val_loss"]
+        assert float(row["wall_s"]) == f["wall_s"]
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_missing_or_empty_sweep_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(FwlabError, match="nope: no such directory"):
+        analysis.make_report(tmp_path / "nope")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(FwlabError, match=r"plain.*no sweep\.json"):
+        analysis.make_report(tmp_path / "plain")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "sweep.json").write_text(json.dumps(dict(mode="wsd", budgets=[], runs=[])))
+    with pytest.raises(FwlabError, match=r"empty.*no runs"):
+        analysis.make_report(tmp_path / "empty")
+    assert not (tmp_path / "empty" / "report").exists()
+    with pytest.raises(FwlabError, match="not a run directory"):
+        analysis.load_runs(tmp_path / "plain")
+    from fwlab.cli import main
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no runs" in capsys.readouterr().err
+
+
+def test_a_failing_notebook_leaves_no_report_under_final_names(tmp_path, monkeypatch):
+    import nbformat
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                           "display_name": "Python 3"}})
+    params = nbformat.v4.new_code_cell("sweep_dir = ''\nclaims = None\nlog_x = True")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("raise ValueError('boom in the notebook')")]
+    nbformat.write(nb, tmp_path / "failing.ipynb")
+    monkeypatch.setattr(analysis, "NOTEBOOK", tmp_path / "failing.ipynb")
+    sw = make_sweep(tmp_path / "ind", "independent")
+    with pytest.raises(FwlabError, match=r"ValueError: boom in the notebook.*analysis\.failed\.ipynb"):
+        analysis.make_report(sw)
+    assert sorted(p.name for p in (sw / "report").iterdir()) == ["analysis.failed.ipynb"]
+
+
+def test_bad_claims_file_is_refused_before_any_kernel(tmp_path):
+    sw = make_sweep(tmp_path / "ind", "independent")
+    bad = tmp_path / "claims.yaml"
+    bad.write_text("name: x\nclaims: []\n")
+    with pytest.raises(FwlabError, match="claims.yaml"):
+        analysis.make_report(sw, claims=bad)
+    with pytest.raises(FwlabError, match="missing.yaml"):
+        analysis.make_report(sw, claims=tmp_path / "missing.yaml")
+
+
+def test_relative_paths_fall_back_to_the_repository_root(tmp_path, monkeypatch, repo_root):
+    monkeypatch.chdir(tmp_path)  # as JupyterLab runs a notebook: from another directory
+    assert analysis.resolve_path("notebooks/03_analysis.ipynb") == repo_root / "notebooks" / \
+        "03_analysis.ipynb"
+    (tmp_path / "notebooks").mkdir()  # found from here first
+    assert analysis.resolve_path("notebooks") == tmp_path.resolve() / "notebooks"
+
+
+def test_two_sweeps_together_keep_their_runs_apart(tmp_path):
+    lab = analysis.load_runs(make_sweep(tmp_path / "wsd", "wsd"),
+                             make_sweep(tmp_path / "ind", "independent"))
+    assert sorted(lab.runs["run"]) == sorted(f"{s}/b{b}" for s in ("ind", "wsd")
+                                             for b in (60, 100, 150))
+    assert len(lab.evals[lab.evals["run"] == "wsd/b60"]) == 4  # stitched to wsd/b150, not ind's
+    table = analysis.decision_table(lab.runs)
+    assert list(table["sweep"]) == ["ind"] * 3 + ["wsd"] * 3
+    assert table.groupby("sweep")["gain"].apply(lambda g: g.isna().tolist()).tolist() == \
+        [[True, False, False]] * 2
+    assert "sweep" in analysis.display_table(table).columns
+    assert len(analysis.plot_curves(lab).axes[0].get_legend().get_texts()) == 7
