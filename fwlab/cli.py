@@ -51,7 +51,8 @@ def _run_train(a):
     from fwlab.config import config_from_args
     from fwlab.train import train
     final = train(config_from_args(a))
-    print(f"{final['status']}: final val loss {final['final_val_loss']:.4f}")
+    v = final["final_val_loss"]  # None when the run diverged
+    print(f"{final['status']}: final val loss {'n/a' if v is None else f'{v:.4f}'}")
 
 
 # --- fwlab sweep / report --------------------------------------------------------------------
@@ -87,10 +88,12 @@ def _run_report(a):
 # --- fwlab plan / check-claims -------------------------------------------------------------------
 def _add_plan(sub):
     p = sub.add_parser("plan", help="hours and predicted loss per budget on this machine")
-    p.add_argument("--preset", default=None, help="model preset (default: the --from curves', else 40m)")
+    p.add_argument("--preset", default=None,
+                   help="model preset (default: the --from runs', else 40m)")
     p.add_argument("--data-tokens", default=None,
                    help="unique training tokens, e.g. 3.68e9 (default: the --from runs' data)")
-    p.add_argument("--tokens-per-iter", default="524288")
+    p.add_argument("--tokens-per-iter", default=None,
+                   help="default: the --from runs', else 524288")
     p.add_argument("--budgets", default="6000,10000,15000,20000")
     p.add_argument("--from", dest="from_", nargs="*", default=[], help="runs or sweeps to fit")
     p.add_argument("--measure-iters", type=int, default=10,

@@ -229,3 +229,58 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
     """Only the training flags the user gave, as a dict (for sweeps to pass on to each run)."""
     return {f.name: getattr(args, f.name) for f in fields(TrainConfig)
             if getattr(args, f.name, None) is not None}
+
+
+# notebooks/02_train.ipynb's parameters: TrainConfig's fields, but data/out read data_dir/run_dir
+PARAM_ALIASES = {"data_dir": "data", "run_dir": "out"}
+
+
+def _coerce(name: str, value, tp, optional: bool):
+    """A notebook parameter checked against its TrainConfig field's type."""
+    def bad(want):
+        raise FwlabError(f"parameter {name}={value!r}: expected {want}")
+    if value is None:
+        return None if optional else bad(tp.__name__)
+    if tp is bool:
+        return value if isinstance(value, bool) else bad("True or False" + (" or None" if optional else ""))
+    if tp is int:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                bad("an integer")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+            bad("an integer")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            bad("a number")
+        try:
+            return float(value)
+        except ValueError:
+            bad("a number")
+    if name == "ckpt_at" and isinstance(value, (list, tuple, int)) and not isinstance(value, bool):
+        return ",".join(str(int(v)) for v in (value if isinstance(value, (list, tuple)) else [value]))
+    return value if isinstance(value, str) else bad("a string")
+
+
+def config_from_params(params: dict) -> TrainConfig:
+    """The training notebook's parameters -> a validated TrainConfig. Names are TrainConfig's
+    fields (data_dir and run_dir stand for data and out); `extra` is a dict of any other fields.
+    An unknown name or a value of the wrong type or range raises FwlabError naming it."""
+    params = dict(params)
+    extra = params.pop("extra", None) or {}
+    if not isinstance(extra, dict):
+        raise FwlabError(f"parameter extra={extra!r}: expected a dict of TrainConfig fields")
+    hints = typing.get_type_hints(TrainConfig)
+    known = {f.name for f in fields(TrainConfig)}
+    values: dict = {}
+    for name, value in list(params.items()) + list(extra.items()):
+        key = PARAM_ALIASES.get(name, name)
+        if key not in known:
+            raise FwlabError(f"unknown parameter {name!r}; known: data_dir, run_dir, extra, "
+                             f"{', '.join(sorted(known - {'data', 'out'}))}")
+        if key in values and values[key] != value:
+            raise FwlabError(f"parameter {name!r} given twice with different values")
+        values[key] = _coerce(name, value, *_base_type(hints[key]))
+    return TrainConfig(**values).validate()

@@ -1,0 +1,431 @@
+"""The training loop: `fwlab train`, notebooks/02_train.ipynb and `torchrun -m fwlab.train`.
+
+One iteration = cfg.tokens_per_iter tokens, reached by gradient accumulation over micro-batches and
+over DDP ranks; the loader hands out windows from one global order, so the iteration's windows (and
+so the maths) do not depend on the micro-batch size or the number of ranks.
+
+The run directory is the contract everything downstream reads:
+  config.json    every setting, resolved (device, dtype, compile, micro_batch, warmup_iters are
+                 what the run actually used; `requested` keeps what was asked), the model config,
+                 parameter counts, FLOPs per token, fwlab/torch versions, `parent` when branched,
+                 and a summary of the data manifest.
+  metrics.jsonl  one JSON object per event, each with "kind":
+                   "train": iter, tokens, epoch, lr, train_loss, grad_norm, tok_per_s, elapsed_s, mfu
+                   "eval":  iter, tokens, epoch, lr, val_loss, val_loss_stderr, elapsed_s, eval_s
+                   "extras": iter, tokens, epoch, + HellaSwag / sample fields (fwlab.evaluate)
+                 `iter` counts completed optimizer steps (1..max_iters); an eval line follows the
+                 train line of the same iter. tok_per_s, elapsed_s, eval_s and mfu are timings (mfu
+                 is null on devices without a known peak); every other field is reproducible.
+                 elapsed_s is this run directory's own training time (a branch starts at 0).
+  final.json     final_val_loss, val_loss_stderr, iters, tokens, epochs, wall_s, status
+                 (completed | early_stopped | diverged), and more (see the end of _train).
+  ckpt/          ckpt_NNNNNNN.pt: every ckpt_interval iterations (the last keep_ckpts kept), at
+                 every iteration in ckpt_at (kept), and at the end.
+
+Resume: called on a RUN that has checkpoints, train() continues from the newest; metrics lines past
+it are dropped first, so a killed-and-resumed run logs exactly what an uninterrupted one does. A
+RUN with final.json is done and returned as is. Branch: init_from/init_iter start from another
+run's checkpoint (weights, optimizer, loader position, RNG) and continue under this run's schedule.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from fwlab import __version__, hardware
+from fwlab.checkpoint import (ckpt_dir, list_checkpoints, load_checkpoint, resolve_checkpoint,
+                              save_checkpoint)
+from fwlab.config import TrainConfig, add_train_args, config_from_args
+from fwlab.data import TrainLoader, load_manifest, val_batches
+from fwlab.errors import FwlabError
+from fwlab.model import GPT
+from fwlab.schedule import lr_at, warmup_of
+from fwlab.utils import append_jsonl, atomic_write_json, atomic_write_text, iter_jsonl, read_json
+
+# Settings that change the maths of training (or what val_loss measures): a run may only be resumed
+# with the same values. Everything else (micro_batch, device, dtype, compile, eval/checkpoint
+# cadence, early stopping, progress, paths) may change between sessions.
+MATH_FIELDS = ("max_iters", "tokens_per_iter", "lr", "min_lr_frac", "warmup_iters", "schedule",
+               "cooldown_frac", "cooldown_shape", "weight_decay", "beta1", "beta2", "grad_clip",
+               "seed", "dropout", "eval_tokens", "init_iter", "model", "data_fingerprint")
+TIMING_FIELDS = ("tok_per_s", "elapsed_s", "eval_s", "mfu")
+
+
+# --- DDP, RNG and run-directory helpers ----------------------------------------------------------
+def _dist_setup(requested_device: str):
+    """(rank, world, device, created_group). torchrun sets RANK/WORLD_SIZE/LOCAL_RANK."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = hardware.resolve_device(requested_device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device(f"cuda:{local}")
+    created = False
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        created = True
+    return rank, world, device, created
+
+
+def _rng_state(device) -> dict:
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                       "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+             "python": {"version": py_state[0], "state": torch.tensor(py_state[1], dtype=torch.int64),
+                        "gauss": py_state[2]}}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss"]))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
+def _truncate_metrics(path: Path, last_iter: int) -> None:
+    """Keep only lines with iter <= last_iter (and drop a torn last line), atomically."""
+    if not path.is_file():
+        return
+    kept = [line for line in iter_jsonl(path) if line.get("iter", 0) <= last_iter]
+    atomic_write_text(path, "".join(json.dumps(o, sort_keys=True) + "\n" for o in kept))
+
+
+def _data_summary(data_dir, loader: TrainLoader) -> tuple[dict, str]:
+    """(what config.json tells about the data, a fingerprint of the train and val shards)."""
+    m = load_manifest(data_dir)
+    shards = [s.get("sha256", "") for split in ("train", "val") for s in m[split]["shards"]]
+    summary = {"dir": str(Path(data_dir).resolve()), "source": m.get("source"),
+               "train_tokens": int(m["train"]["tokens"]), "val_tokens": int(m["val"]["tokens"]),
+               "train_shards": len(m["train"]["shards"]), "train_windows": loader.windows_per_epoch,
+               "tokens_per_epoch": loader.tokens_per_epoch}
+    return summary, hashlib.sha256(":".join(shards).encode()).hexdigest()[:16]
+
+
+def _math_diff(old: dict, new: dict) -> list[str]:
+    out = []
+    for k in MATH_FIELDS:
+        if old.get(k) != new.get(k):
+            out.append(f"{k}: {old.get(k)!r} in config.json, {new.get(k)!r} now")
+    return out
+
+
+# --- the step and the evaluation -----------------------------------------------------------------
+def train_step(model, optimizer, loader, micro: int, accum: int, device, ctx, grad_clip: float,
+               ddp: bool = False) -> tuple[float, float]:
+    """One iteration: accum micro-batches of `micro` sequences on this rank, gradients averaged
+    over all of them (and over ranks by DDP), clipped, then the optimizer step — skipped when the
+    loss or the gradient norm is not finite, so a divergence never reaches the weights.
+    Returns (mean loss over the iteration, gradient norm before clipping)."""
+    total = torch.zeros((), device=device)
+    for k in range(accum):
+        x, y = loader.next_batch(micro)
+        if device.type == "cuda":
+            x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+        else:
+            x, y = x.to(device), y.to(device)
+        sync = nullcontext() if (not ddp or k == accum - 1) else model.no_sync()
+        with sync:
+            with ctx:
+                _, loss = model(x, y)
+            (loss / accum).backward()
+        total += loss.detach()
+    if ddp:
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        total /= dist.get_world_size()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    loss_v, norm_v = (total / accum).item(), float(norm)
+    if math.isfinite(loss_v) and math.isfinite(norm_v):
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_v, norm_v
+
+
+@torch.no_grad()
+def evaluate(model, batches, device, ctx, rank: int = 0, world: int = 1) -> tuple[float, float]:
+    """(mean, standard error) of the per-window mean loss over the fixed validation windows; under
+    DDP each rank takes every world-th batch and the sums are all-reduced."""
+    was = model.training
+    model.eval()
+    dt = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+    acc = torch.zeros(3, dtype=dt, device=device)  # sum, sum of squares, count
+    for x, y in batches[rank::world]:
+        with ctx:
+            _, loss = model(x.to(device), y.to(device), reduction="none")
+        w = loss.to(dt).mean(dim=1)
+        acc += torch.stack([w.sum(), (w * w).sum(), torch.tensor(float(len(w)), device=device,
+                                                                  dtype=dt)])
+    if world > 1:
+        dist.all_reduce(acc)
+    model.train(was)
+    s, ss, n = acc.tolist()
+    mean = s / n
+    var = max(0.0, (ss - n * mean * mean) / (n - 1)) if n > 1 else 0.0
+    return mean, math.sqrt(var / n)
+
+
+# --- train() -------------------------------------------------------------------------------------
+def train(cfg: TrainConfig) -> dict:
+    """Train (or resume, or branch) the run cfg.out; returns its final.json dict."""
+    cfg = dataclasses.replace(cfg).validate()
+    rank, world, device, created_group = _dist_setup(cfg.device)
+    try:
+        return _train(cfg, rank, world, device)
+    finally:
+        if created_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, rank: int, world: int, device) -> dict:
+    run, master = Path(cfg.out), rank == 0
+    hardware.setup_device(device)
+    mc = cfg.model_config()
+    loader = TrainLoader(cfg.data, mc.block_size, seed=cfg.seed, rank=rank, world_size=world)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    raw = GPT(mc).to(device)
+    if rank:
+        torch.manual_seed(cfg.seed + rank)  # dropout differs per rank
+
+    # Resolve every `auto` setting; the result is what config.json records.
+    first = cfg.init_iter or 0
+    dtype = hardware.resolve_dtype(cfg.dtype, device)
+    use_compile = hardware.resolve_compile(cfg.compile, device,
+                                           (cfg.max_iters - first) * cfg.tokens_per_iter)
+    cap = hardware.micro_batch_cap(mc, device, raw.num_params())
+    micro, accum = hardware.pick_micro_batch(cfg.tokens_per_iter, mc.block_size, world,
+                                             cfg.micro_batch, cap)
+    conf = cfg.to_dict() | dict(
+        device=device.type, dtype=dtype, compile=use_compile, micro_batch=micro,
+        warmup_iters=warmup_of(cfg), grad_accum_steps=accum, world_size=world,
+        requested={k: getattr(cfg, k) for k in ("device", "dtype", "compile", "micro_batch",
+                                                "warmup_iters")},
+        device_name=hardware.device_name(device), model=mc.to_dict(),
+        n_params=raw.num_params(), n_params_non_embedding=raw.num_params(non_embedding=True),
+        flops_per_token=raw.flops_per_token(), fwlab_version=__version__,
+        torch_version=str(torch.__version__),
+        parent={"run": str(Path(cfg.init_from).resolve()), "init_iter": cfg.init_iter}
+        if cfg.init_from else None,
+        iters_per_epoch=loader.tokens_per_epoch / cfg.tokens_per_iter)
+    conf["data_manifest"], conf["data_fingerprint"] = _data_summary(cfg.data, loader)
+    optimizer = raw.configure_optimizer(cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), device.type)
+
+    # Existing run directory: refuse other maths, return a finished run, resume from the newest ckpt.
+    ckpts = list_checkpoints(run)
+    if (run / "config.json").is_file() and (ckpts or (run / "final.json").is_file()):
+        diff = _math_diff(read_json(run / "config.json"), conf)
+        if diff:
+            raise FwlabError(f"{run} holds a run with other settings that change the maths ("
+                             + "; ".join(diff) + "); resume it with its own settings or use "
+                             "another --out")
+    if (run / "final.json").is_file():
+        return read_json(run / "final.json")
+    st = {"elapsed_s": 0.0, "best": None, "bad": 0, "last_eval": None, "stopped": ""}
+    if ckpts:
+        ck = load_checkpoint(resolve_checkpoint(run), map_location=device)
+        origin = f"resuming from {run / 'ckpt'} iteration {ck['iter']}"
+        st.update(ck.get("trainer", {}))
+    elif cfg.init_from:
+        ck = load_checkpoint(resolve_checkpoint(cfg.init_from, cfg.init_iter), map_location=device)
+        if ck["model_config"] != mc.to_dict():
+            raise FwlabError(f"--init-from {cfg.init_from}: its model {ck['model_config']} differs "
+                             f"from this run's {mc.to_dict()}")
+        if ck["config"].get("tokens_per_iter") != cfg.tokens_per_iter:
+            raise FwlabError(f"--init-from {cfg.init_from}: it used tokens_per_iter="
+                             f"{ck['config'].get('tokens_per_iter')}, this run {cfg.tokens_per_iter}")
+        origin = f"branching from {cfg.init_from} iteration {cfg.init_iter}"
+    else:
+        ck, origin = None, "starting"
+    start = ck["iter"] if ck else 0
+    if ck:
+        raw.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        loader.load_state_dict(ck["loader"])
+        rngs = ck["rng"]
+        _set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0], device)
+        del ck
+    if world > 1:
+        dist.barrier()  # every rank has read the directory before rank 0 changes it
+    if master:
+        run.mkdir(parents=True, exist_ok=True)
+        for tmp in ckpt_dir(run).glob(".*.tmp"):  # a save cut off by a kill
+            tmp.unlink()
+        atomic_write_json(run / "config.json", conf)
+        _truncate_metrics(run / "metrics.jsonl", start)
+
+    model = torch.compile(raw) if use_compile else raw
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    ctx = hardware.autocast(device, dtype)
+    val = val_batches(cfg.data, mc.block_size, cfg.eval_tokens, micro)
+    keep_at, fpt = set(cfg.ckpt_at_iters()), raw.flops_per_token()
+    log = open(run / "metrics.jsonl", "a", encoding="utf-8") if master else None
+    say = tqdm.write if master else (lambda *a, **k: None)
+    say(f"fwlab train: {run}: {origin}; {cfg.preset} {conf['n_params'] / 1e6:.2f}M params on "
+        f"{conf['device_name']} ({device.type}, {dtype}, {'compiled' if use_compile else 'eager'}); "
+        f"{micro} seq x {accum} accum x {world} rank(s) x {mc.block_size} = {cfg.tokens_per_iter:,} "
+        f"tokens/iter; {cfg.schedule} lr {cfg.lr:g}, warmup {conf['warmup_iters']}")
+    bar = tqdm(total=cfg.max_iters, initial=start, unit="it", dynamic_ncols=True,
+               disable=not (master and cfg.progress), desc=run.name)
+
+    def save(it):
+        rngs = [None] * world
+        if world > 1:
+            dist.all_gather_object(rngs, _rng_state(device))
+        else:
+            rngs[0] = _rng_state(device)
+        if master:
+            save_checkpoint(run, it, {
+                "model": raw.state_dict(), "optimizer": optimizer.state_dict(),
+                "model_config": mc.to_dict(), "config": conf, "loader": loader.state_dict(),
+                "rng": rngs, "trainer": dict(st), "fwlab_version": __version__})
+            regular = [i for i in list_checkpoints(run) if i not in keep_at]
+            for old in regular[:-cfg.keep_ckpts]:
+                (run / "ckpt" / f"ckpt_{old:07d}.pt").unlink(missing_ok=True)
+
+    it, status, message, speeds = start, "completed", st["stopped"], []
+    if message:  # resumed after an early stop whose final.json was not written yet
+        status = "early_stopped"
+    t0, elapsed0 = time.perf_counter(), st["elapsed_s"]
+    model.train()
+    while status == "completed" and it < cfg.max_iters:
+        lr = lr_at(it, cfg)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        ts = time.perf_counter()
+        loss, norm = train_step(model, optimizer, loader, micro, accum, device, ctx, cfg.grad_clip,
+                                ddp=world > 1)
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            good = max(list_checkpoints(run), default=None)
+            status = "diverged"
+            message = (f"diverged: non-finite {'loss' if not math.isfinite(loss) else 'gradient norm'}"
+                       f" ({loss if not math.isfinite(loss) else norm}) at iteration {it + 1}; "
+                       f"weights not updated, nothing saved after it (newest checkpoint: "
+                       f"{'iteration ' + str(good) if good is not None else 'none'}). Lower --lr "
+                       f"or raise --warmup-iters")
+            break
+        it += 1
+        tps = cfg.tokens_per_iter / (time.perf_counter() - ts)
+        speeds.append(tps)
+        st["elapsed_s"] = elapsed0 + time.perf_counter() - t0
+        where = dict(iter=it, tokens=it * cfg.tokens_per_iter, epoch=loader.epoch, lr=lr)
+        if master:
+            append_jsonl(log, dict(where, kind="train", train_loss=loss, grad_norm=norm,
+                                   tok_per_s=tps, elapsed_s=st["elapsed_s"],
+                                   mfu=hardware.mfu(tps / world, fpt, device)))
+        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}", refresh=False)
+        bar.update(1)
+
+        stop = False
+        if it % cfg.eval_interval == 0 or it == cfg.max_iters:
+            te = time.perf_counter()
+            v, se = evaluate(raw, val, device, ctx, rank, world)
+            if not math.isfinite(v):  # the last step broke the weights: do not checkpoint them
+                status, message = "diverged", (f"diverged: non-finite validation loss ({v}) after "
+                                               f"iteration {it}; nothing saved after it (newest "
+                                               f"checkpoint: {max(list_checkpoints(run), default='none')})")
+                break
+            st["elapsed_s"] = elapsed0 + time.perf_counter() - t0
+            st["last_eval"] = {"iter": it, "val_loss": v, "val_loss_stderr": se}
+            improved = st["best"] is None or v < st["best"] - cfg.early_stop_delta
+            st["best"], st["bad"] = (v, 0) if improved else (st["best"], st["bad"] + 1)
+            stop = cfg.early_stop_patience > 0 and st["bad"] >= cfg.early_stop_patience
+            if master:
+                append_jsonl(log, dict(where, kind="eval", val_loss=v, val_loss_stderr=se,
+                                       elapsed_s=st["elapsed_s"], eval_s=time.perf_counter() - te))
+                say(f"iter {it}/{cfg.max_iters} | val loss {v:.4f} ± {se:.4f} | train loss "
+                    f"{loss:.4f} | epoch {loader.epoch:.3f} | {tps:,.0f} tok/s | "
+                    f"{st['elapsed_s'] / 60:.1f} min")
+            if stop:
+                status = "early_stopped"
+                message = (f"early stop at iteration {it}: val loss did not improve by "
+                           f"{cfg.early_stop_delta} for {cfg.early_stop_patience} evaluations "
+                           f"(best {st['best']:.4f})")
+                st["stopped"] = message
+        if master and (cfg.hellaswag_every or cfg.sample_every):
+            from fwlab import evaluate as fw_eval
+            extras = fw_eval.periodic_extras(raw, cfg, it, str(device))
+            if extras:
+                append_jsonl(log, dict(where, kind="extras", **extras))
+        if it % cfg.ckpt_interval == 0 or it in keep_at or it == cfg.max_iters or stop:
+            save(it)
+        if stop:
+            break
+    bar.close()
+    if log:
+        log.close()
+    if status != "diverged" and (st["last_eval"] is None or st["last_eval"]["iter"] != it):
+        # only when resuming a run killed between its last checkpoint and final.json
+        v, se = evaluate(raw, val, device, ctx, rank, world)
+        st["last_eval"] = {"iter": it, "val_loss": v, "val_loss_stderr": se}
+        save(it)
+
+    last = st["last_eval"] or {}
+    ok = status != "diverged"
+    speeds = sorted(speeds[2:] or speeds)  # the first steps include compilation
+    tps = speeds[len(speeds) // 2] if speeds else None
+    final = {
+        "status": status, "message": message,
+        "final_val_loss": last.get("val_loss") if ok else None,
+        "val_loss_stderr": last.get("val_loss_stderr") if ok else None,
+        "last_val_loss": last.get("val_loss"), "last_eval_iter": last.get("iter"),
+        "best_val_loss": st["best"], "iters": it, "max_iters": cfg.max_iters,
+        "tokens": it * cfg.tokens_per_iter, "wall_s": st["elapsed_s"],
+        # = loader.epoch after iteration `it` (a diverged step has already drawn its batches)
+        "epochs": (it * cfg.tokens_per_iter // mc.block_size) / loader.windows_per_epoch,
+        "iters_computed": it - first, "init_from": cfg.init_from or None, "init_iter": cfg.init_iter,
+        "tok_per_s": tps, "mfu": hardware.mfu(tps / world, fpt, device) if tps else None,
+        "n_params": conf["n_params"], "device_name": conf["device_name"],
+        "checkpoint": str(resolve_checkpoint(run)) if list_checkpoints(run) else None,
+        "fwlab_version": __version__,
+    }
+    if master:
+        atomic_write_json(run / "final.json", final)
+        if message:
+            print(f"fwlab train: {run}: {message}", file=sys.stderr if not ok else sys.stdout)
+    if world > 1:
+        dist.barrier()
+    return final
+
+
+def main(argv=None) -> int:
+    """`python -m fwlab.train` / `torchrun --nproc_per_node=N -m fwlab.train`: the same flags as
+    `fwlab train`."""
+    p = argparse.ArgumentParser(prog="python -m fwlab.train",
+                                description="train one run (resumes a run directory with checkpoints)")
+    add_train_args(p, required=("data", "out"))
+    args = p.parse_args(argv)
+    try:
+        final = train(config_from_args(args))
+    except FwlabError as e:
+        print(f"fwlab train: error: {e}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        v = final.get("final_val_loss")
+        print(f"{final['status']}: final val loss {'n/a' if v is None else f'{v:.4f}'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
