@@ -1,0 +1,325 @@
+"""Claims checker (`fwlab check-claims CLAIMS.yaml --from SWEEP_OR_RUN_OR_PLAN`): a recommendation
+table people pass around, held against what fwlab measured or predicts.
+
+Claims file (YAML; examples/claims_40m_fineweb_edu.yaml):
+    name: ...                      # optional, shown in the output
+    preset: 40m                    # the setting the claims are about; each defaults to the source's
+    tokens_per_iter: 524288
+    data_tokens: 3.68e9            # unique training tokens
+    claims:
+      - iters: 20000               # final validation loss after this many iterations
+        val_loss: [2.42, 2.55]
+      - hours: [8, 11]             # wall-clock hours for `per_iters` iterations ...
+        per_iters: 10000
+        gpu: RTX 4070              # ... on this GPU (omit: the machine the source was measured on)
+
+Each claim gets a row: the value fwlab holds for it (measured where the source measured exactly
+that, else predicted), its interval, the basis, and a verdict. Lower is better for both losses and
+hours, so a claimed range entirely below fwlab's interval is "too optimistic", entirely above it
+"too pessimistic", and overlapping it "consistent"; "unchecked" says why nothing could be said.
+Bases, in order of preference:
+  measured (RUN)  a run of the source that completed this budget in the claims' setting (interval:
+                  ± z·stderr of its final evaluation, z for the 90% level)
+  forecast        fwlab.forecast's fit of the source's curves (a sweep or run directory)
+  plan (...)      the numbers of a plan JSON (`fwlab plan --out FILE`) made for this setting
+  prior           the published L(N, D) fits, when the source is of another setting (e.g. a
+                  CPU-scale sweep against claims about the 40m model): indicative only
+  measured        hours from a run's median training tokens/s, when it ran the claims' setting on
+                  the claimed GPU (or no GPU is named)
+  gpu peak        hours from the named GPU's dense bf16 peak (fwlab.hardware) x an assumed MFU
+                  range (30-50% unless --mfu)
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fwlab import forecast as fc
+from fwlab.errors import FwlabError
+
+COLUMNS = ["claim", "kind", "iters", "gpu", "claimed_low", "claimed_high", "value", "low", "high",
+           "basis", "verdict", "note"]
+
+
+# --- the claims file -----------------------------------------------------------------------------
+def _num(v, where: str) -> float:
+    try:
+        x = float(str(v).replace("_", "").replace(",", ""))  # YAML reads 3.68e9 as a string
+    except (TypeError, ValueError):
+        raise FwlabError(f"{where}: {v!r} is not a number") from None
+    if not math.isfinite(x):
+        raise FwlabError(f"{where}: {v!r} is not a finite number")
+    return x
+
+
+def _range(v, where: str) -> tuple[float, float]:
+    if isinstance(v, (int, float, str)):
+        v = [v, v]
+    if not isinstance(v, (list, tuple)) or len(v) != 2:
+        raise FwlabError(f"{where}: give a range [low, high], got {v!r}")
+    lo, hi = _num(v[0], where), _num(v[1], where)
+    if lo > hi:
+        raise FwlabError(f"{where}: low {lo:g} is above high {hi:g}")
+    return lo, hi
+
+
+def load_claims(path) -> dict:
+    """Parse and validate a claims file; returns dict(name, preset, tokens_per_iter, data_tokens,
+    claims=[{kind, iters, low, high, gpu}])."""
+    import yaml
+    path = Path(path)
+    if not path.is_file():
+        raise FwlabError(f"{path}: claims file not found")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise FwlabError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("claims"), list) or not doc["claims"]:
+        raise FwlabError(f"{path}: expected a mapping with a non-empty `claims:` list")
+    known = {"name", "source", "preset", "tokens_per_iter", "data_tokens", "claims", "notes"}
+    extra = sorted(set(doc) - known)
+    if extra:
+        raise FwlabError(f"{path}: unknown key(s) {', '.join(extra)}; known: "
+                         f"{', '.join(sorted(known))}")
+    out = dict(name=str(doc.get("name") or path.stem), preset=doc.get("preset"),
+               tokens_per_iter=None, data_tokens=None, claims=[])
+    for key in ("tokens_per_iter", "data_tokens"):
+        if doc.get(key) is not None:
+            out[key] = _num(doc[key], f"{path}: {key}")
+            if out[key] <= 0:
+                raise FwlabError(f"{path}: {key} must be positive, got {doc[key]!r}")
+    if out["preset"] is not None:
+        from fwlab.config import PRESETS
+        if out["preset"] not in PRESETS:
+            raise FwlabError(f"{path}: preset {out['preset']!r} unknown; one of "
+                             f"{', '.join(PRESETS)}")
+    for i, c in enumerate(doc["claims"], 1):
+        where = f"{path}: claim {i}"
+        if not isinstance(c, dict):
+            raise FwlabError(f"{where}: expected a mapping, got {c!r}")
+        if ("val_loss" in c) == ("hours" in c):
+            raise FwlabError(f"{where}: give exactly one of val_loss: [low, high] or "
+                             f"hours: [low, high]")
+        if "val_loss" in c:
+            unknown = sorted(set(c) - {"iters", "val_loss"})
+            if "iters" not in c:
+                raise FwlabError(f"{where}: a val_loss claim needs `iters` (the budget)")
+            lo, hi = _range(c["val_loss"], f"{where} val_loss")
+            rec = dict(kind="val_loss", iters=int(_num(c["iters"], f"{where} iters")), low=lo,
+                       high=hi, gpu=None)
+        else:
+            unknown = sorted(set(c) - {"hours", "per_iters", "gpu"})
+            if "per_iters" not in c:
+                raise FwlabError(f"{where}: an hours claim needs `per_iters` (hours per how many "
+                                 f"iterations)")
+            lo, hi = _range(c["hours"], f"{where} hours")
+            rec = dict(kind="hours", iters=int(_num(c["per_iters"], f"{where} per_iters")), low=lo,
+                       high=hi, gpu=str(c["gpu"]) if c.get("gpu") else None)
+        if unknown:
+            raise FwlabError(f"{where}: unknown key(s) {', '.join(unknown)}")
+        if rec["iters"] < 1:
+            raise FwlabError(f"{where}: iterations must be >= 1")
+        out["claims"].append(rec)
+    return out
+
+
+def verdict(claimed_low: float, claimed_high: float, low: float, high: float) -> str:
+    """Lower is better: a claim entirely below fwlab's interval promises too much."""
+    if claimed_high < low:
+        return "too optimistic"
+    if claimed_low > high:
+        return "too pessimistic"
+    return "consistent"
+
+
+# --- what the source says ------------------------------------------------------------------------
+def _from_plan(path: Path) -> dict:
+    try:
+        p = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise FwlabError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    if not isinstance(p, dict) or "rows" not in p or "tokens_per_iter" not in p:
+        raise FwlabError(f"{path}: not a plan JSON (made by `fwlab plan --out FILE`)")
+    return p
+
+
+def _setting_mismatch(want: dict, have: dict) -> list[str]:
+    out = []
+    if want["preset"] and have.get("preset") and want["preset"] != have["preset"]:
+        out.append(f"preset {have['preset']} vs the claims' {want['preset']}")
+    if want["tokens_per_iter"] and have.get("tokens_per_iter") and \
+            int(want["tokens_per_iter"]) != int(have["tokens_per_iter"]):
+        out.append(f"{int(have['tokens_per_iter']):,} tokens/iter vs "
+                   f"{int(want['tokens_per_iter']):,}")
+    return out
+
+
+def check_claims(claims_path, source, mfu_range=fc.DEFAULT_MFU_RANGE, n_boot: int = fc.N_BOOT,
+                 level: float = fc.LEVEL) -> pd.DataFrame:
+    """One row per claim (COLUMNS): claimed range, fwlab's value and interval, basis, verdict.
+    `source`: a sweep directory, a run directory, or a plan JSON from `fwlab plan --out`."""
+    cl = load_claims(claims_path)
+    src = Path(source)
+    if not src.exists():
+        raise FwlabError(f"{src}: no such sweep, run or plan JSON")
+    plan = _from_plan(src) if src.is_file() else None
+    lab = points = None
+    if plan is not None:
+        have = dict(preset=plan.get("preset"), tokens_per_iter=plan.get("tokens_per_iter"),
+                    data_tokens=plan.get("data_tokens"))
+    else:
+        from fwlab.analysis import load_runs
+        lab = load_runs(src)
+        points = fc.load_points(src)
+        presets, tpis = lab.runs["preset"].dropna(), lab.runs["tokens_per_iter"].dropna()
+        have = dict(preset=presets.iloc[0] if len(presets) else None,
+                    tokens_per_iter=int(tpis.iloc[0]) if len(tpis) else None,
+                    data_tokens=float(points["unique_tokens"].median()) if len(points) else None)
+    want = dict(preset=cl["preset"] or have["preset"] or "40m",
+                tokens_per_iter=cl["tokens_per_iter"] or have["tokens_per_iter"],
+                data_tokens=cl["data_tokens"] or have["data_tokens"])
+    mismatch = _setting_mismatch(want, have)
+    if want["tokens_per_iter"] is None or want["data_tokens"] is None:
+        raise FwlabError(f"{claims_path}: give tokens_per_iter and data_tokens (the source {src} "
+                         f"does not say them)")
+    tpi, U = int(want["tokens_per_iter"]), float(want["data_tokens"])
+    rows = []
+    loss_claims = [c for c in cl["claims"] if c["kind"] == "val_loss"]
+    # one forecast for all loss budgets: a single bootstrap, so the rows are mutually consistent
+    pred = {}  # budget -> (value, low, high, basis, note)
+    if loss_claims:
+        budgets = sorted({c["iters"] for c in loss_claims})
+        f = None
+        if plan is not None and not mismatch:
+            for r in plan["rows"]:
+                pred[int(r["budget"])] = (r["val_loss"], r["val_loss_low"], r["val_loss_high"],
+                                          f"plan ({r.get('loss_basis') or plan.get('loss_basis')})",
+                                          f"{src.name}: {plan.get('loss_method', '')}")
+        elif plan is None and not mismatch and len(points):
+            try:
+                f = fc.loss_forecast_for(budgets, tpi, U, want["preset"], points=points,
+                                         n_boot=n_boot, level=level)
+            except FwlabError as e:
+                why = f"no fit from {src} ({e})"
+        elif plan is not None:
+            why = f"plan {src.name} is for {'; '.join(mismatch)}"
+        else:
+            why = (f"{src} is {'; '.join(mismatch)}: its curves cannot speak for the claims' "
+                   f"setting" if mismatch else f"{src} has no validation points")
+        if f is None and not pred:
+            f = fc.prior_loss(fc.preset_params(want["preset"]), np.array(budgets, float) * tpi, U)
+            f["row_basis"] = ["prior"] * len(budgets)
+            f["method"] = f"{why}: published prior used; {fc.PRIOR_NOTE}"
+        if f is not None:
+            z = fc._z(level)
+            for i, b in enumerate(budgets):
+                basis = f["row_basis"][i]
+                note = (f"final val loss ± {z:.2f} stderr" if basis.startswith("measured")
+                        else f["method"])
+                pred[b] = (float(f["val_loss"][i]), float(f["low"][i]), float(f["high"][i]),
+                           basis, note)
+    for c in cl["claims"]:
+        row = dict(kind=c["kind"], iters=c["iters"], gpu=c["gpu"], claimed_low=c["low"],
+                   claimed_high=c["high"], value=None, low=None, high=None, basis="",
+                   verdict="unchecked", note="")
+        if c["kind"] == "val_loss":
+            row["claim"] = f"val loss {c['low']:g}-{c['high']:g} after {c['iters']:,} iterations"
+            if c["iters"] in pred:
+                row["value"], row["low"], row["high"], row["basis"], row["note"] = pred[c["iters"]]
+            else:
+                row["note"] = f"budget {c['iters']:,} is not in the plan {src}"
+        else:
+            on = f" on {c['gpu']}" if c["gpu"] else ""
+            row["claim"] = f"{c['low']:g}-{c['high']:g} hours per {c['iters']:,} iterations{on}"
+            _hours(row, c, want, tpi, plan, lab, mismatch, mfu_range)
+        if row["value"] is not None:
+            row["verdict"] = verdict(c["low"], c["high"], row["low"], row["high"])
+        rows.append(row)
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    df.attrs["claims"] = cl["name"]
+    df.attrs["setting"] = dict(preset=want["preset"], tokens_per_iter=tpi, data_tokens=U)
+    return df
+
+
+def _gpu_key(name: str | None) -> str | None:
+    """The fwlab.hardware peak-table entry a GPU name falls under (None: not a known GPU)."""
+    import re
+    from fwlab import hardware
+    for pattern, _ in hardware.PEAK_BF16_FLOPS:
+        if name and re.search(pattern, name.lower()):
+            return pattern
+    return None
+
+
+def _same_gpu(claimed: str, name: str | None) -> bool:
+    return _gpu_key(claimed) is not None and _gpu_key(claimed) == _gpu_key(name)
+
+
+def _hours(row, c, want, tpi, plan, lab, mismatch, mfu_range) -> None:
+    """Fill an hours row: measured tokens/s when the source ran the claims' setting on that GPU
+    (or no GPU is named), else the named GPU's peak x the MFU range."""
+    measured = None  # (tokens/s, where)
+    if not mismatch:
+        if plan is not None:
+            thr = plan.get("throughput") or {}
+            same = not c["gpu"] or _same_gpu(c["gpu"], thr.get("device_name"))
+            if thr.get("source") == "measured" and same:
+                measured = (thr["tok_per_s"], f"measured by the plan on {thr.get('device_name')}")
+        elif lab is not None:  # the longest run that ran there: its speed is the steadiest
+            for _, run in lab.runs.sort_values("iters_computed", ascending=False).iterrows():
+                d = Path(run["path"])
+                cfg = json.loads((d / "config.json").read_text()) if (d / "config.json").is_file() \
+                    else {}
+                fin = json.loads((d / "final.json").read_text()) if (d / "final.json").is_file() \
+                    else {}
+                name = fin.get("device_name") or cfg.get("device_name")
+                if not fin.get("tok_per_s") or (c["gpu"] and not _same_gpu(c["gpu"], name)):
+                    continue
+                measured = (float(fin["tok_per_s"]), f"measured: median training tokens/s of run "
+                                                     f"{run['run']} on {name} (evaluations not "
+                                                     f"counted)")
+                break
+    if measured is not None:
+        h = c["iters"] * tpi / measured[0] / 3600
+        row.update(value=h, low=h, high=h, basis="measured", note=measured[1])
+        return
+    if not c["gpu"]:
+        row["note"] = "no GPU named and the source has no measured speed for this setting"
+        return
+    try:
+        g = fc.gpu_hours(c["gpu"], want["preset"], c["iters"], tpi, mfu_range)
+    except FwlabError as e:
+        row["note"] = str(e)
+        return
+    row.update(value=g["hours"], low=g["hours_low"], high=g["hours_high"], basis="gpu peak",
+               note=g["method"])
+
+
+def format_verdicts(df: pd.DataFrame) -> str:
+    s = df.attrs.get("setting", {})
+    lines = [f"claims: {df.attrs.get('claims', '')} (preset {s.get('preset')}, "
+             f"{s.get('tokens_per_iter', 0):,} tokens/iter, "
+             f"{fc.fmt_tokens(s.get('data_tokens', 0))} unique tokens)", ""]
+    for _, r in df.iterrows():
+        val = "-" if r["value"] is None or pd.isna(r["value"]) else \
+            f"{r['value']:.3g} [{r['low']:.3g}, {r['high']:.3g}]"
+        lines.append(f"{r['verdict'].upper():>16}  {r['claim']}")
+        lines.append(f"{'':>16}  fwlab: {val} ({r['basis'] or 'no basis'})"
+                     + (f" — {r['note']}" if r["note"] else ""))
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    mfu = [fc._parse_count(x, "--mfu") for x in str(getattr(args, "mfu", "0.3,0.5")).split(",")]
+    if len(mfu) != 2 or not all(0 < m <= 1 for m in mfu):
+        raise FwlabError(f"--mfu {args.mfu}: give a range LOW,HIGH of fractions, e.g. 0.3,0.5")
+    df = check_claims(args.claims, args.from_, mfu_range=mfu)
+    print(format_verdicts(df))
+    if getattr(args, "csv", None):
+        from fwlab.utils import atomic_write_text
+        atomic_write_text(args.csv, df.to_csv(index=False))
+    return 0

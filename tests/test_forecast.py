@@ -1,0 +1,372 @@
+"""fwlab.forecast and fwlab.claims: the loss fit, the repetition correction, the bootstrap interval,
+the planner's hours, the claims verdicts, the published priors and the backtest.
+
+Synthetic sweeps are written in the run-directory format of fwlab/train.py (config.json,
+metrics.jsonl, final.json, sweep.json) from a known curve, so every number has a known answer.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fwlab import claims as C
+from fwlab import forecast as F
+from fwlab.errors import FwlabError
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "claims_40m_fineweb_edu.yaml"
+
+# the truth of the synthetic sweeps: L_trunk = E + B (D'/D0)^-beta, cooldown removes a share R
+TRUTH = dict(E=4.0, B=1.5, beta=0.45, r=0.05, D0=1e6)
+
+
+def trunk_loss(d, U, t=TRUTH):
+    return t["E"] + t["B"] * (F.effective_tokens(d, U) / t["D0"]) ** -t["beta"]
+
+
+def final_loss(d, U, t=TRUTH):
+    return t["E"] + (1 - t["r"]) * t["B"] * (F.effective_tokens(d, U) / t["D0"]) ** -t["beta"]
+
+
+def write_sweep(root: Path, budgets=(60, 100, 150, 200), tpi=4096, U=290_000, noise=0.004,
+                seed=0, eval_interval=4, warmup=5, truth=TRUTH, device_name="x86_64",
+                tok_per_s=2500.0) -> Path:
+    """A wsd sweep as fwlab.sweep lays it out: the largest budget's run is the trunk, the others
+    branch from it at their cooldown start."""
+    rng = np.random.default_rng(seed)
+    top = max(budgets)
+    runs = []
+    for b in sorted(budgets):
+        k = b - round(0.2 * b)
+        name, is_trunk = f"b{b}", b == top
+        d = root / "runs" / name
+        d.mkdir(parents=True)
+        cfg = dict(preset="tiny", tokens_per_iter=tpi, max_iters=b, lr=1e-3, min_lr_frac=0.1,
+                   warmup_iters=warmup, schedule="wsd", cooldown_frac=0.2, cooldown_shape="linear",
+                   device="cpu", device_name=device_name,
+                   init_from="" if is_trunk else str(root / "runs" / f"b{top}"),
+                   init_iter=None if is_trunk else k)
+        (d / "config.json").write_text(json.dumps(cfg))
+        lines = []
+        first = 0 if is_trunk else k
+        for it in range(first + 1, b + 1):
+            tok = it * tpi
+            lr = min(1.0, it / warmup) if it <= k else 1 - 0.9 * (it - k) / (b - k)
+            lines.append(dict(kind="train", iter=it, tokens=tok, epoch=tok / U, lr=1e-3 * lr,
+                              train_loss=4.0, tok_per_s=tok_per_s, elapsed_s=it * tpi / tok_per_s,
+                              mfu=None))
+            if it % eval_interval == 0 or it == b:
+                if it <= k:
+                    v = trunk_loss(tok, U, truth)
+                else:  # cooling down: on the way from the trunk curve to the final value
+                    s = (it - k) / (b - k)
+                    v = (1 - s) * trunk_loss(tok, U, truth) + s * final_loss(tok, U, truth)
+                v += rng.normal(0, noise)
+                lines.append(dict(kind="eval", iter=it, tokens=tok, epoch=tok / U, val_loss=v,
+                                  val_loss_stderr=0.01, elapsed_s=it * tpi / tok_per_s))
+        (d / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        last = [x for x in lines if x["kind"] == "eval"][-1]
+        (d / "final.json").write_text(json.dumps(dict(
+            status="completed", final_val_loss=last["val_loss"], val_loss_stderr=0.01, iters=b,
+            tokens=b * tpi, epochs=b * tpi / U, wall_s=(b - first) * tpi / tok_per_s,
+            tok_per_s=tok_per_s, device_name=device_name)))
+        runs.append(dict(name=name, max_iters=b, budget=b, parent=None if is_trunk else f"b{top}",
+                         branch_iter=None if is_trunk else k, status="completed",
+                         iters_computed=b - first, role="trunk" if is_trunk else "branch"))
+    (root / "sweep.json").write_text(json.dumps(dict(
+        mode="wsd", budgets=sorted(budgets), runs=runs, preset="tiny", tokens_per_iter=tpi,
+        total_iters_computed=sum(r["iters_computed"] for r in runs))))
+    return root
+
+
+def synthetic_points(n=25, d_max=0.3e6, U=1e6, noise=0.004, seed=0, finals=(0.3e6,)):
+    rng = np.random.default_rng(seed)
+    d = np.linspace(d_max / 8, d_max, n)
+    rows = [dict(run="t", kind="trunk", iter=0, tokens=x, val_loss=trunk_loss(x, U) +
+                 rng.normal(0, noise), val_loss_stderr=0.01, unique_tokens=U) for x in d]
+    rows += [dict(run="f", kind="final", iter=0, tokens=x, val_loss=final_loss(x, U) +
+                  rng.normal(0, noise), val_loss_stderr=0.01, unique_tokens=U) for x in finals]
+    return pd.DataFrame(rows)
+
+
+# --- the fit -----------------------------------------------------------------------------------
+def test_fit_recovers_known_parameters():
+    pts = synthetic_points(n=40, d_max=3e6, noise=0.002, finals=())
+    fit = F.fit_points(pts, d_ref=TRUTH["D0"])
+    assert fit.variant == "trunk"
+    assert fit.E == pytest.approx(TRUTH["E"], abs=0.08)
+    assert fit.B == pytest.approx(TRUTH["B"], rel=0.08)
+    assert fit.beta == pytest.approx(TRUTH["beta"], abs=0.05)
+    assert fit.rmse == pytest.approx(0.002, rel=0.5)
+
+
+def test_joint_fit_recovers_the_cooldown_share():
+    pts = synthetic_points(n=30, d_max=2e6, noise=0.001, finals=(0.5e6, 1e6, 2e6))
+    fit = F.fit_points(pts, "ratio", d_ref=TRUTH["D0"])
+    assert fit.anneal == pytest.approx(TRUTH["r"], abs=0.03)
+    assert fit.final(4e6, 1e6) == pytest.approx(final_loss(4e6, 1e6), abs=0.02)
+
+
+def test_too_few_points_is_a_clear_error():
+    with pytest.raises(FwlabError, match="too few validation points"):
+        F.fit_points(synthetic_points(n=2, finals=()))
+
+
+# --- repetition ----------------------------------------------------------------------------------
+def test_repetition_correction():
+    U = 1e9
+    d = np.array([0.2, 0.5, 1.0]) * U
+    np.testing.assert_allclose(F.effective_tokens(d, U), d)  # no effect up to one epoch
+    ep = np.array([1.0, 2.0, 3.0, 5.0, 10.0, 100.0])
+    dp = F.effective_tokens(ep * U, U)
+    assert np.all(np.diff(dp) > 0)                    # more data still helps ...
+    assert np.all(dp[1:] < ep[1:] * U)                # ... less than fresh data
+    gains = np.diff(dp) / np.diff(ep)                 # ... with diminishing returns
+    assert np.all(np.diff(gains) < 0)
+    assert dp[-1] < U * (1 + F.R_STAR)                # saturating at U (1 + R*)
+    # the reference scenario's 2.85 epochs are worth about 2.74 fresh epochs
+    assert F.effective_tokens(2.85 * U, U) / U == pytest.approx(2.743, abs=0.01)
+    # and the forecast of a fixed budget is worse when its tokens are repeats
+    pts = synthetic_points(n=25, d_max=1e6, U=1e7, finals=(1e6,))
+    fresh = F.forecast_loss(pts, 3e6, 1e7, n_boot=20)["val_loss"][0]
+    repeated = F.forecast_loss(pts, 3e6, 1e6, n_boot=20)["val_loss"][0]
+    assert repeated > fresh
+
+
+# --- the interval ------------------------------------------------------------------------------
+@pytest.mark.parametrize("transfer", ["ratio", "offset"])
+def test_bootstrap_interval_covers_truth(transfer):
+    """Trunk evals up to 0.3 of the target and one finished cooldown there (as in the backtest):
+    whichever way the cooldown's gain carries over to longer runs, the 90% interval holds the true
+    final loss 3.3x further out for most noise draws."""
+    U, target = 1e6, 1e6
+    drop = TRUTH["r"] * TRUTH["B"] * (0.3 * target / TRUTH["D0"]) ** -TRUTH["beta"]
+
+    def truth_final(d):
+        return final_loss(d, U) if transfer == "ratio" else trunk_loss(d, U) - drop
+
+    inside, errors = 0, []
+    for seed in range(6):
+        pts = synthetic_points(n=20, d_max=0.3 * target, U=U, noise=0.004, seed=seed, finals=())
+        pts.loc[len(pts)] = dict(run="f", kind="final", iter=0, tokens=0.3 * target,
+                                 val_loss=truth_final(0.3 * target), val_loss_stderr=0.01,
+                                 unique_tokens=U)
+        out = F.forecast_loss(pts, target, U, n_boot=60, seed=seed)
+        truth = truth_final(target)
+        inside += out["low"][0] <= truth <= out["high"][0]
+        errors.append(out["val_loss"][0] - truth)
+        assert out["low"][0] < out["val_loss"][0] < out["high"][0]
+        assert out["high"][0] - out["low"][0] < 0.3
+    assert inside >= 5
+    assert np.median(np.abs(errors)) < 0.05
+
+
+# --- published priors --------------------------------------------------------------------------
+def test_prior_fits_give_sane_numbers():
+    # GPT-2 124M on 10B tokens: published FineWeb-Edu runs end near 3.03-3.09
+    p124 = F.prior_loss(124e6, 10e9, 10e9)
+    assert 2.9 < p124["val_loss"][0] < 3.2
+    n40 = F.preset_params("40m")
+    assert 40e6 < n40 < 42e6
+    budgets = np.array([6000, 10000, 15000, 20000]) * 524_288
+    p = F.prior_loss(n40, budgets, 3.68e9)
+    assert np.all(np.diff(p["val_loss"]) < 0)                     # more tokens, lower loss
+    assert np.all((p["low"] <= p["val_loss"]) & (p["val_loss"] <= p["high"]))
+    assert 3.2 < p["val_loss"][-1] < 3.6 and 3.4 < p["val_loss"][0] < 3.8
+    assert "indicative prior only" in p["method"]
+    # repetition: at 2.85 epochs the optimistic end (repeats = fresh) is below the D' fits
+    assert p["low"][-1] < min(v[-1] for v in p["fits"].values())
+
+
+# --- throughput and the planner ------------------------------------------------------------------
+def test_measure_throughput_runs_the_real_step():
+    m = F.measure_throughput("tiny", 4 * 128, device="cpu", dtype="float32", compile=False,
+                             iters=2, micro_batch=2, warmup=1, progress=False)
+    assert m["accum"] == 2 and m["micro_batch"] == 2
+    assert m["tok_per_s"] > 0
+    assert m["s_per_iter"] == pytest.approx(4 * 128 / m["tok_per_s"])
+    assert m["mfu"] is None and m["peak_flops"] is None  # a CPU has no peak in the table
+
+
+def test_planner_hours_follow_the_measured_throughput(monkeypatch, tmp_path):
+    sweep = write_sweep(tmp_path / "sw")
+    calls = []
+
+    def fake_measure(preset, tokens_per_iter, *a, **k):
+        calls.append((preset, tokens_per_iter))
+        return dict(tok_per_s=1234.5, s_per_iter=tokens_per_iter / 1234.5, device="cpu",
+                    device_name="test-cpu", dtype="float32", compile=False, mfu=None,
+                    method="fake")
+
+    monkeypatch.setattr(F, "measure_throughput", fake_measure)
+    p = F.plan("tiny", 290_000, 4096, [60, 100, 150, 200, 400], sources=[sweep], n_boot=40,
+               progress=False)
+    assert calls == [("tiny", 4096)]
+    for r in p["rows"]:
+        assert r["hours"] == pytest.approx(r["budget"] * 4096 / 1234.5 / 3600)
+        assert r["val_loss_low"] <= r["val_loss"] <= r["val_loss_high"]
+    rows = p["rows"]
+    assert rows[1]["gain_per_hour"] == pytest.approx(
+        (rows[0]["val_loss"] - rows[1]["val_loss"]) / (rows[1]["hours"] - rows[0]["hours"]))
+    assert p["loss_basis"] == "curves"
+    # budgets the sweep ran are its measured finals; the one beyond is forecast near the truth
+    for r in rows[:4]:
+        final = json.loads((sweep / "runs" / f"b{r['budget']}" / "final.json").read_text())
+        assert r["loss_basis"] == f"measured (b{r['budget']})"
+        assert r["val_loss"] == final["final_val_loss"]
+    assert rows[4]["loss_basis"] == "forecast"
+    assert rows[4]["val_loss"] == pytest.approx(final_loss(400 * 4096, 290_000), abs=0.03)
+    assert rows[4]["val_loss_low"] <= final_loss(400 * 4096, 290_000) <= rows[4]["val_loss_high"]
+    # recommendation: walk up while each step still buys more than the threshold per hour
+    gph = [r["gain_per_hour"] for r in rows[1:]]
+    thr = sorted(gph)[len(gph) // 2]  # a threshold that some steps pass and some do not
+    rec = F.recommend(rows, thr)
+    k = next((i for i, g in enumerate(gph) if g <= thr), len(gph))
+    assert rec["budget"] == rows[k]["budget"]
+    assert "nats/hour" in rec["reason"]
+    json.dumps(p)  # JSON-ready
+
+
+def test_plan_with_a_named_gpu_and_the_prior():
+    p = F.plan("40m", 3.68e9, 524_288, [6000, 10000, 15000, 20000], gpu="NVIDIA GeForce RTX 4070",
+               progress=False)
+    assert p["loss_basis"] == "prior"
+    r10k = p["rows"][1]
+    fpt = F.preset_flops_per_token("40m")
+    assert r10k["hours_low"] == pytest.approx(10000 * 524_288 * fpt / (58.3e12 * 0.5) / 3600)
+    assert r10k["hours_high"] == pytest.approx(10000 * 524_288 * fpt / (58.3e12 * 0.3) / 3600)
+    assert r10k["hours_low"] > 11  # the shared "8-11 h per 10k iterations" cannot hold
+    text = F.format_plan(p)
+    assert "INDICATIVE PRIOR ONLY" in text and "recommendation:" in text
+
+
+def test_plateau_advice():
+    it = np.arange(1, 21) * 100
+    rng = np.random.default_rng(0)
+    flat = pd.DataFrame(dict(iter=it, val_loss=3.0 + rng.normal(0, 0.003, len(it))))
+    falling = pd.DataFrame(dict(iter=it, val_loss=3.0 + 1 / np.sqrt(it) * 5))
+    assert F.plateau(flat)["plateaued"] is True
+    f = F.plateau(falling)
+    assert f["plateaued"] is False and f["slope_per_1k_iters"] < 0
+    assert F.plateau(flat.head(3))["plateaued"] is None
+
+
+# --- claims --------------------------------------------------------------------------------------
+def test_example_claims_file_parses():
+    cl = C.load_claims(EXAMPLE)
+    assert cl["preset"] == "40m" and cl["tokens_per_iter"] == 524_288
+    assert cl["data_tokens"] == pytest.approx(3.68e9)
+    loss = {c["iters"]: (c["low"], c["high"]) for c in cl["claims"] if c["kind"] == "val_loss"}
+    assert loss == {6000: (2.9, 3.1), 10000: (2.65, 2.8), 15000: (2.5, 2.65), 20000: (2.42, 2.55)}
+    (h,) = [c for c in cl["claims"] if c["kind"] == "hours"]
+    assert (h["low"], h["high"], h["iters"], h["gpu"]) == (8, 11, 10000, "RTX 4070")
+
+
+def test_claims_verdicts_on_a_synthetic_sweep(tmp_path):
+    sweep = write_sweep(tmp_path / "sw", noise=0.002)
+    U, tpi = 290_000, 4096
+    f100, f400 = final_loss(100 * tpi, U), final_loss(400 * tpi, U)
+    claims = tmp_path / "c.yaml"
+    claims.write_text(f"""
+preset: tiny
+tokens_per_iter: {tpi}
+data_tokens: {U}
+claims:
+  - iters: 100
+    val_loss: [{f100 - 0.05:.3f}, {f100 + 0.05:.3f}]
+  - iters: 200
+    val_loss: [1.0, 2.0]
+  - iters: 400
+    val_loss: [{f400 + 0.3:.3f}, {f400 + 0.5:.3f}]
+  - hours: [0.4, 0.5]
+    per_iters: 1000
+  - hours: [0.001, 0.002]
+    per_iters: 100000
+    gpu: H100
+""")
+    df = C.check_claims(claims, sweep, n_boot=40)
+    assert list(df["verdict"]) == ["consistent", "too optimistic", "too pessimistic",
+                                   "consistent", "too optimistic"]
+    assert list(df["basis"]) == ["measured (b100)", "measured (b200)", "forecast", "measured",
+                                 "gpu peak"]
+    assert df.loc[0, "value"] == pytest.approx(f100, abs=0.01)
+    assert df.loc[2, "low"] <= f400 <= df.loc[2, "high"]
+    assert df.loc[3, "value"] == pytest.approx(1000 * tpi / 2500.0 / 3600)  # the runs' tok/s
+    assert set(C.COLUMNS) <= set(df.columns)
+
+
+def test_reference_claims_against_a_cpu_sweep_use_the_prior(tmp_path):
+    """A CPU-scale sweep (tiny preset) cannot speak for 40m claims: the prior answers, labelled."""
+    sweep = write_sweep(tmp_path / "sw")
+    df = C.check_claims(EXAMPLE, sweep, n_boot=20)
+    loss = df[df["kind"] == "val_loss"]
+    assert set(loss["basis"]) == {"prior"}
+    assert loss["note"].str.contains("indicative prior only").all()
+    assert loss.set_index("iters").loc[20000, "verdict"] == "too optimistic"
+    hours = df[df["kind"] == "hours"].iloc[0]
+    assert hours["basis"] == "gpu peak" and hours["verdict"] == "too optimistic"
+
+
+def test_claims_against_a_plan_json(tmp_path, monkeypatch):
+    plan = F.plan("40m", 3.68e9, 524_288, [6000, 10000, 15000, 20000], tok_per_s=80_000,
+                  progress=False)
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    df = C.check_claims(EXAMPLE, path)
+    loss = df[df["kind"] == "val_loss"]
+    assert (loss["basis"] == "plan (prior)").all()
+    assert loss["note"].str.contains("plan.json: indicative prior only").all()
+    assert list(loss["value"]) == pytest.approx([r["val_loss"] for r in plan["rows"]])
+
+
+@pytest.mark.parametrize("body, match", [
+    ("claims: []", "non-empty `claims:`"),
+    ("claims:\n  - iters: 10\n", "exactly one of val_loss"),
+    ("claims:\n  - val_loss: [3, 2]\n    iters: 10\n", "above high"),
+    ("claims:\n  - hours: [1, 2]\n", "per_iters"),
+    ("claims:\n  - iters: 10\n    val_loss: [a, 2]\n", "not a number"),
+    ("preset: 7b\nclaims:\n  - iters: 10\n    val_loss: [1, 2]\n", "preset '7b' unknown"),
+])
+def test_bad_claims_files_name_the_file(tmp_path, body, match):
+    p = tmp_path / "bad.yaml"
+    p.write_text(body)
+    with pytest.raises(FwlabError, match=match) as e:
+        C.load_claims(p)
+    assert "bad.yaml" in str(e.value)
+
+
+# --- backtest and the CLI ------------------------------------------------------------------------
+def test_backtest_on_a_synthetic_sweep(tmp_path):
+    sweep = write_sweep(tmp_path / "sw", budgets=(60, 100, 150, 201), eval_interval=3)
+    bt = F.backtest(sweep, frac=0.3, n_boot=60)
+    assert bt["run"] == "b201" and bt["finals_used"] == ["b60"]
+    assert bt["actual"] == pytest.approx(final_loss(201 * 4096, 290_000), abs=0.015)
+    assert abs(bt["error"]) < 0.03 and bt["inside"] and bt["passed"]
+    assert 0.3 < bt["compute_frac"] < 0.4  # the 60-iteration branch's cooldown counted
+    assert "strict" in bt and bt["strict"]["n_trunk"] == bt["n_trunk"]
+
+
+def test_cli_plan_and_check_claims(tmp_path):
+    sweep = write_sweep(tmp_path / "sw")
+    env_py = sys.executable
+    out = subprocess.run([env_py, "-m", "fwlab", "plan", "--from", str(sweep), "--tok-per-s",
+                          "2000", "--budgets", "100,200,400", "--json"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    p = json.loads(out.stdout)
+    assert p["preset"] == "tiny" and p["data_tokens"] == pytest.approx(290_000)
+    assert [r["budget"] for r in p["rows"]] == [100, 200, 400]
+    assert p["rows"][2]["hours"] == pytest.approx(400 * 4096 / 2000 / 3600)
+    assert p["plateau"] and p["plateau"][0]["run"] == "b200"
+    out = subprocess.run([env_py, "-m", "fwlab", "check-claims", str(EXAMPLE), "--from",
+                          str(sweep)], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "TOO OPTIMISTIC" in out.stdout and "RTX 4070" in out.stdout
+    bad = subprocess.run([env_py, "-m", "fwlab", "check-claims", str(tmp_path / "none.yaml"),
+                          "--from", str(sweep)], capture_output=True, text=True, cwd=REPO,
+                         timeout=120)
+    assert bad.returncode == 2 and "none.yaml" in bad.stderr and "Traceback" not in bad.stderr
