@@ -31,15 +31,15 @@ Bases, in order of preference:
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from fwlab import forecast as fc
+from fwlab import plan as pl
 from fwlab.errors import FwlabError
+from fwlab.utils import atomic_write_text, read_json
 
 COLUMNS = ["claim", "kind", "iters", "gpu", "claimed_low", "claimed_high", "value", "low", "high",
            "basis", "verdict", "note"]
@@ -138,10 +138,7 @@ def verdict(claimed_low: float, claimed_high: float, low: float, high: float) ->
 
 # --- what the source says ------------------------------------------------------------------------
 def _from_plan(path: Path) -> dict:
-    try:
-        p = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise FwlabError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    p = read_json(path)
     if not isinstance(p, dict) or "rows" not in p or "tokens_per_iter" not in p:
         raise FwlabError(f"{path}: not a plan JSON (made by `fwlab plan --out FILE`)")
     return p
@@ -158,7 +155,7 @@ def _setting_mismatch(want: dict, have: dict) -> list[str]:
     return out
 
 
-def check_claims(claims_path, source, mfu_range=fc.DEFAULT_MFU_RANGE, n_boot: int = fc.N_BOOT,
+def check_claims(claims_path, source, mfu_range=pl.DEFAULT_MFU_RANGE, n_boot: int = fc.N_BOOT,
                  level: float = fc.LEVEL) -> pd.DataFrame:
     """One row per claim (COLUMNS): claimed range, fwlab's value and interval, basis, verdict.
     `source`: a sweep directory, a run directory, or a plan JSON from `fwlab plan --out`."""
@@ -211,11 +208,10 @@ def check_claims(claims_path, source, mfu_range=fc.DEFAULT_MFU_RANGE, n_boot: in
             why = (f"{src} is {'; '.join(mismatch)}: its curves cannot speak for the claims' "
                    f"setting" if mismatch else f"{src} has no validation points")
         if f is None and not pred:
-            f = fc.prior_loss(fc.preset_params(want["preset"]), np.array(budgets, float) * tpi, U)
-            f["row_basis"] = ["prior"] * len(budgets)
+            f = fc.loss_forecast_for(budgets, tpi, U, want["preset"])  # no curves: the prior
             f["method"] = f"{why}: published prior used; {fc.PRIOR_NOTE}"
         if f is not None:
-            z = fc._z(level)
+            z = fc.normal_z(level)
             for i, b in enumerate(budgets):
                 basis = f["row_basis"][i]
                 note = (f"final val loss ± {z:.2f} stderr" if basis.startswith("measured")
@@ -272,10 +268,8 @@ def _hours(row, c, want, tpi, plan, lab, mismatch, mfu_range) -> None:
         elif lab is not None:  # the longest run that ran there: its speed is the steadiest
             for _, run in lab.runs.sort_values("iters_computed", ascending=False).iterrows():
                 d = Path(run["path"])
-                cfg = json.loads((d / "config.json").read_text()) if (d / "config.json").is_file() \
-                    else {}
-                fin = json.loads((d / "final.json").read_text()) if (d / "final.json").is_file() \
-                    else {}
+                cfg = read_json(d / "config.json") if (d / "config.json").is_file() else {}
+                fin = read_json(d / "final.json") if (d / "final.json").is_file() else {}
                 name = fin.get("device_name") or cfg.get("device_name")
                 if not fin.get("tok_per_s") or (c["gpu"] and not _same_gpu(c["gpu"], name)):
                     continue
@@ -291,7 +285,7 @@ def _hours(row, c, want, tpi, plan, lab, mismatch, mfu_range) -> None:
         row["note"] = "no GPU named and the source has no measured speed for this setting"
         return
     try:
-        g = fc.gpu_hours(c["gpu"], want["preset"], c["iters"], tpi, mfu_range)
+        g = pl.gpu_hours(c["gpu"], want["preset"], c["iters"], tpi, mfu_range)
     except FwlabError as e:
         row["note"] = str(e)
         return
@@ -303,7 +297,7 @@ def format_verdicts(df: pd.DataFrame) -> str:
     s = df.attrs.get("setting", {})
     lines = [f"claims: {df.attrs.get('claims', '')} (preset {s.get('preset')}, "
              f"{s.get('tokens_per_iter', 0):,} tokens/iter, "
-             f"{fc.fmt_tokens(s.get('data_tokens', 0))} unique tokens)", ""]
+             f"{pl.fmt_tokens(s.get('data_tokens', 0))} unique tokens)", ""]
     for _, r in df.iterrows():
         val = "-" if r["value"] is None or pd.isna(r["value"]) else \
             f"{r['value']:.3g} [{r['low']:.3g}, {r['high']:.3g}]"
@@ -314,12 +308,8 @@ def format_verdicts(df: pd.DataFrame) -> str:
 
 
 def main(args) -> int:
-    mfu = [fc._parse_count(x, "--mfu") for x in str(getattr(args, "mfu", "0.3,0.5")).split(",")]
-    if len(mfu) != 2 or not all(0 < m <= 1 for m in mfu):
-        raise FwlabError(f"--mfu {args.mfu}: give a range LOW,HIGH of fractions, e.g. 0.3,0.5")
-    df = check_claims(args.claims, args.from_, mfu_range=mfu)
+    df = check_claims(args.claims, args.from_, mfu_range=pl.parse_mfu_range(args.mfu))
     print(format_verdicts(df))
-    if getattr(args, "csv", None):
-        from fwlab.utils import atomic_write_text
+    if args.csv:
         atomic_write_text(args.csv, df.to_csv(index=False))
     return 0

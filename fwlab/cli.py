@@ -58,11 +58,21 @@ def _run_train(a):
 # --- fwlab sweep / report --------------------------------------------------------------------
 def _add_sweep(sub):
     from fwlab.config import add_train_args
-    p = sub.add_parser("sweep", help="train a set of iteration budgets (papermill runs)")
+    p = sub.add_parser(
+        "sweep", help="train a set of iteration budgets (papermill runs)",
+        description="Train every budget as an execution of notebooks/02_train.ipynb into "
+                    "OUT/runs/bN/, recorded in OUT/sweep.json. Re-running the same command "
+                    "skips finished runs and resumes interrupted ones. Exit status 1 when any "
+                    "run failed (the others still run).",
+        epilog="example: fwlab sweep --data data/fineweb-edu --out results/sweep --preset 40m "
+               "--epochs 0.85,1.42,2.13,2.85 --mode wsd")
     budgets = p.add_mutually_exclusive_group(required=True)
     budgets.add_argument("--budgets", help="iteration budgets, e.g. 6000,10000,15000,20000")
-    budgets.add_argument("--epochs", help="epoch targets, e.g. 0.85,1.42,2.13,2.85")
-    p.add_argument("--mode", choices=("independent", "wsd"), default="independent")
+    budgets.add_argument("--epochs", help="epoch targets of the prepared training set, converted "
+                                          "to iteration budgets, e.g. 0.85,1.42,2.13,2.85")
+    p.add_argument("--mode", choices=("independent", "wsd"), default="independent",
+                   help="independent: one full run per budget (cosine unless --schedule); wsd: "
+                        "one trunk + a cooldown branch per budget from its checkpoint")
     add_train_args(p, skip=("max_iters", "init_from", "init_iter"), required=("data", "out"))
     p.set_defaults(func=_run_sweep)
 
@@ -118,8 +128,8 @@ def _add_plan(sub):
 
 
 def _run_plan(a):
-    from fwlab import forecast
-    return forecast.main_plan(a)
+    from fwlab import plan
+    return plan.main_plan(a)
 
 
 def _add_check_claims(sub):
@@ -133,8 +143,8 @@ def _add_check_claims(sub):
 
 
 def _run_check_claims(a):
-    from fwlab import forecast
-    return forecast.main_check_claims(a)
+    from fwlab import claims
+    return claims.main(a)
 
 
 # --- fwlab eval / sample / export --------------------------------------------------------------
@@ -195,10 +205,17 @@ def _run_export(a):
 
 # --- fwlab demo ----------------------------------------------------------------------------------
 def _add_demo(sub):
-    p = sub.add_parser("demo", help="the main job: prepare data, a CPU-scale budget sweep, the report")
-    p.add_argument("--source", nargs="+", default=None, help="local files instead of the hub")
-    p.add_argument("--out", default="results/demo")
-    p.add_argument("--max-tokens", default="300e3")
+    p = sub.add_parser(
+        "demo", help="the main job: prepare data, a CPU-scale budget sweep, the report",
+        description="Prepare a few hundred thousand FineWeb-Edu tokens into OUT/data, run a "
+                    "CPU-scale replica of the reference scenario (tiny model, wsd sweep of "
+                    "0.85/1.42/2.13/2.85 epochs) into OUT/sweep, then the report into "
+                    "OUT/sweep/report. Running it again resumes, or does nothing when done.")
+    p.add_argument("--source", nargs="+", default=None,
+                   help="local .jsonl(.gz)/.parquet/.txt files instead of the hub "
+                        "(default: hf:HuggingFaceFW/fineweb-edu, sample-10BT)")
+    p.add_argument("--out", default="results/demo", help="output directory (default results/demo)")
+    p.add_argument("--max-tokens", default="300e3", help="tokens to prepare (default 300e3)")
     p.set_defaults(func=_run_demo)
 
 

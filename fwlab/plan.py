@@ -1,0 +1,368 @@
+"""The plan (`fwlab plan`): hours and predicted final validation loss per iteration budget, side
+by side, with the gain per extra hour over the next-smaller budget, and a recommendation: the
+largest budget whose extra hour still buys more than `min_gain_per_hour` nats
+(DEFAULT_MIN_GAIN_PER_HOUR, 0.01). The loss comes from fwlab/forecast.py (`loss_forecast_for`);
+hours from measured tokens/s, or a named GPU's peak FLOPs x an MFU range (`gpu_hours`).
+
+Throughput (`measure_throughput`). A short timed run of the trainer's own step
+(fwlab.train.train_step: forward/backward over micro-batches, clip, AdamW) at the micro-batch,
+device, autocast dtype and torch.compile decision the trainer would pick (fwlab.hardware), on
+random tokens or a prepared data directory, after untimed warm-up steps (which absorb
+compilation). Whole iterations are timed when they are short; when one iteration is long (524,288
+tokens of the 40m preset take ~15 minutes on a 2-core CPU) a shortened one of `iters`
+micro-steps is timed and scaled, the optimizer step timed on its own: seconds/iteration =
+accum · t_micro + t_opt, exact in expectation. MFU is reported against the device's dense bf16
+peak (fwlab.hardware) where that is known.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+from fwlab import forecast as fc
+from fwlab.errors import FwlabError
+
+DEFAULT_MIN_GAIN_PER_HOUR = 0.01   # nats per extra hour below which a bigger budget is not worth it
+DEFAULT_MFU_RANGE = (0.30, 0.50)   # assumed for a GPU this machine cannot measure
+
+
+# --- throughput ----------------------------------------------------------------------------------
+class _RandomTokens:
+    """A loader of uniformly random GPT-2 token windows (speed does not depend on the tokens)."""
+
+    def __init__(self, block_size: int, seed: int = 0):
+        import torch
+        self.block_size, self.gen = block_size, torch.Generator().manual_seed(seed)
+
+    def next_batch(self, n: int):
+        import torch
+        w = torch.randint(0, 50257, (n, self.block_size + 1), generator=self.gen)
+        return w[:, :-1].contiguous(), w[:, 1:].contiguous()
+
+
+def measure_throughput(preset: str, tokens_per_iter: int, device: str = "auto",
+                       dtype: str = "auto", compile: bool | None = None, iters: int = 10,
+                       micro_batch: int = 0, data: str | None = None, warmup: int = 2,
+                       tokens_to_train: int | None = None, progress: bool = True) -> dict:
+    """Tokens/s of the trainer's own step (fwlab.train.train_step) on this machine, with the
+    device, autocast dtype, torch.compile decision and micro-batch the trainer would resolve
+    (fwlab.hardware).
+
+    One iteration is `accum` micro-steps then one optimizer step. `iters` micro-steps are timed, as
+    whole iterations when they fit (accum <= iters), else as shortened ones of `iters` micro-steps,
+    after `warmup` untimed steps (compilation happens there); the optimizer step (clip + AdamW) is
+    timed on its own, so seconds/iteration = accum · t_micro + t_opt. `tokens_to_train` feeds the
+    trainer's auto-compile rule (default: 10,000 iterations). Returns dict(tok_per_s, s_per_iter,
+    micro_batch, accum, device, device_name, dtype, compile, flops_per_token, peak_flops, mfu,
+    n_params, timed_micro_steps, method)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from fwlab import hardware
+    from fwlab.config import TrainConfig
+    from fwlab.model import GPT
+    from fwlab.train import train_step
+
+    if iters < 1:
+        raise FwlabError(f"--measure-iters {iters}: must be at least 1")
+    cfg = TrainConfig(preset=preset, tokens_per_iter=int(tokens_per_iter), micro_batch=micro_batch)
+    mc = cfg.model_config()
+    if cfg.tokens_per_iter % mc.block_size:
+        raise FwlabError(f"tokens_per_iter={tokens_per_iter}: must be a multiple of the {preset} "
+                         f"preset's block_size={mc.block_size}")
+    dev = hardware.resolve_device(device)
+    hardware.setup_device(dev)
+    dt = hardware.resolve_dtype(dtype, dev)
+    comp = hardware.resolve_compile(compile, dev, tokens_to_train or 10_000 * cfg.tokens_per_iter)
+    torch.manual_seed(0)
+    raw = GPT(mc).to(dev)
+    n_params = raw.num_params()
+    micro, accum = hardware.pick_micro_batch(cfg.tokens_per_iter, mc.block_size, 1, micro_batch,
+                                             hardware.micro_batch_cap(mc, dev, n_params))
+    opt = raw.configure_optimizer(cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), dev.type)
+    model = torch.compile(raw) if comp else raw
+    ctx = hardware.autocast(dev, dt)
+    if data:
+        from fwlab.data import TrainLoader
+        loader = TrainLoader(data, mc.block_size)
+    else:
+        loader = _RandomTokens(mc.block_size)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    def step(k):
+        train_step(model, opt, loader, micro, k, dev, ctx, cfg.grad_clip)
+
+    a = min(accum, iters)           # micro-steps per timed call
+    reps = max(1, iters // a)
+    n_opt = 3
+    bar = tqdm(total=warmup + reps + n_opt, desc=f"measuring {preset} on {dev.type}",
+               disable=not progress, leave=False)
+    for _ in range(warmup):
+        step(1)
+        bar.update()
+    t_opt = 0.0
+    for _ in range(n_opt):  # the optimizer step alone: gradients are there from the last step
+        for p in raw.parameters():
+            p.grad = torch.zeros_like(p)
+        sync()
+        t0 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync()
+        t_opt += (time.perf_counter() - t0) / n_opt
+        bar.update()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        step(a)
+        bar.update()
+    sync()
+    per_call = (time.perf_counter() - t0) / reps
+    bar.close()
+    t_micro = max(per_call - t_opt, 1e-9) / a
+    s_per_iter = per_call if a == accum else accum * t_micro + t_opt
+    tok_per_s = cfg.tokens_per_iter / s_per_iter
+    fpt = raw.flops_per_token()
+    how = (f"{reps} whole iteration(s) of {accum} micro-step(s)" if a == accum else
+           f"{reps} x {a} timed micro-steps scaled to {accum} per iteration")
+    return dict(tok_per_s=tok_per_s, s_per_iter=s_per_iter, micro_batch=micro, accum=accum,
+                device=dev.type, device_name=hardware.device_name(dev), dtype=dt, compile=comp,
+                flops_per_token=fpt, peak_flops=hardware.peak_flops(dev),
+                mfu=hardware.mfu(tok_per_s, fpt, dev), n_params=n_params,
+                timed_micro_steps=reps * a,
+                method=f"fwlab.train.train_step: {how} of {micro}x{mc.block_size} tokens, after "
+                       f"{warmup} warm-up step(s); {dt}, compile {'on' if comp else 'off'}, "
+                       f"{'data ' + str(data) if data else 'random tokens'}")
+
+
+def gpu_hours(gpu: str, preset: str, iters: float, tokens_per_iter: int,
+              mfu_range=DEFAULT_MFU_RANGE) -> dict:
+    """Hours for `iters` iterations of `preset` on a named GPU that this machine cannot measure:
+    tokens x FLOPs per token / (dense bf16 peak x MFU), over the assumed MFU range."""
+    from fwlab import hardware
+    peak = hardware.peak_flops_for_name(gpu)
+    if peak is None:
+        known = ", ".join(p for p, _ in hardware.PEAK_BF16_FLOPS)
+        raise FwlabError(f"GPU {gpu!r} is not in fwlab.hardware's peak table (patterns: {known}); "
+                         f"measure on it with `fwlab plan` there, or give --tok-per-s")
+    lo, hi = sorted(float(m) for m in mfu_range)
+    fpt = preset_flops_per_token(preset)
+    flops = float(iters) * tokens_per_iter * fpt
+    mid = (lo + hi) / 2
+    return dict(hours=flops / (peak * mid) / 3600, hours_low=flops / (peak * hi) / 3600,
+                hours_high=flops / (peak * lo) / 3600, peak_flops=peak, mfu_range=[lo, hi],
+                flops_per_token=fpt, tok_per_s=peak * mid / fpt,
+                method=f"{gpu}: {peak / 1e12:.1f} TFLOP/s dense bf16 peak (fwlab.hardware) x "
+                       f"assumed MFU {lo:.0%}-{hi:.0%} (centre {mid:.0%}), "
+                       f"{fpt / 1e6:.0f}M training FLOPs/token")
+
+
+def preset_flops_per_token(preset: str) -> float:
+    return float(fc.preset_model(preset).flops_per_token())
+
+
+# --- the plan ------------------------------------------------------------------------------------
+def plan(preset: str = "40m", data_tokens: float = 3.68e9, tokens_per_iter: int = 524_288,
+         budgets=(6000, 10000, 15000, 20000), sources=(), tok_per_s: float | None = None,
+         measure_iters: int = 10, device: str = "auto", dtype: str = "auto",
+         compile: bool | None = None, micro_batch: int = 0, data: str | None = None,
+         gpu: str | None = None, mfu_range=DEFAULT_MFU_RANGE,
+         min_gain_per_hour: float = DEFAULT_MIN_GAIN_PER_HOUR, n_boot: int = fc.N_BOOT,
+         level: float = fc.LEVEL, progress: bool = True) -> dict:
+    """Hours and predicted final val loss per budget, gain per extra hour, and a recommendation.
+
+    Hours: `gpu` names a GPU from fwlab.hardware's table -> its peak x `mfu_range` (an interval);
+    else `tok_per_s` when given, else measured here (measure_throughput). Loss: loss_forecast_for.
+    Returns a JSON-ready dict (see format_plan for what the keys mean)."""
+    from fwlab.config import parse_int_list
+    if isinstance(budgets, str):
+        budgets = parse_int_list(budgets, "--budgets")
+    else:  # through the same check as the flag: non-negative whole numbers
+        budgets = parse_int_list(",".join(str(int(b)) for b in budgets), "budgets")
+    budgets = sorted(budgets)
+    if not budgets or min(budgets) < 1:
+        raise FwlabError(f"budgets {budgets}: give positive iteration counts, e.g. 6000,10000")
+    tokens_per_iter, data_tokens = int(tokens_per_iter), float(data_tokens)
+    if tokens_per_iter < 1 or not data_tokens > 0:
+        raise FwlabError(f"tokens_per_iter={tokens_per_iter}, data_tokens={data_tokens:g}: "
+                         f"both must be positive")
+    b = np.array(budgets, dtype=float)
+    if gpu:
+        g = gpu_hours(gpu, preset, 1.0, tokens_per_iter, mfu_range)
+        hours, h_lo, h_hi = b * g["hours"], b * g["hours_low"], b * g["hours_high"]
+        thr = dict(source="gpu", gpu=gpu, tok_per_s=g["tok_per_s"], mfu=None,
+                   peak_flops=g["peak_flops"], mfu_range=g["mfu_range"], method=g["method"])
+    else:
+        if tok_per_s is None:
+            m = measure_throughput(preset, tokens_per_iter, device, dtype, compile, measure_iters,
+                                   micro_batch, data, progress=progress,
+                                   tokens_to_train=int(b.max()) * tokens_per_iter)
+            thr = dict(source="measured", **m)
+        else:
+            if not float(tok_per_s) > 0:
+                raise FwlabError(f"--tok-per-s {tok_per_s}: must be positive")
+            thr = dict(source="given", tok_per_s=float(tok_per_s), method="given by the user")
+        hours = b * tokens_per_iter / thr["tok_per_s"] / 3600
+        h_lo = h_hi = hours
+    loss = fc.loss_forecast_for(budgets, tokens_per_iter, data_tokens, preset, sources,
+                             n_boot=n_boot, level=level, progress=progress)
+    rows = []
+    for i, it in enumerate(budgets):
+        row = dict(budget=it, tokens=it * tokens_per_iter,
+                   epochs=it * tokens_per_iter / data_tokens,
+                   val_loss=float(loss["val_loss"][i]), val_loss_low=float(loss["low"][i]),
+                   val_loss_high=float(loss["high"][i]), loss_basis=loss["row_basis"][i],
+                   hours=float(hours[i]),
+                   hours_low=float(h_lo[i]), hours_high=float(h_hi[i]),
+                   gain=None, extra_hours=None, gain_per_hour=None)
+        if i:
+            row["gain"] = rows[-1]["val_loss"] - row["val_loss"]
+            row["extra_hours"] = row["hours"] - rows[-1]["hours"]
+            row["gain_per_hour"] = row["gain"] / row["extra_hours"] if row["extra_hours"] > 0 \
+                else None
+        rows.append(row)
+    out = dict(preset=preset, n_params=fc.preset_params(preset),
+               flops_per_token=preset_flops_per_token(preset), data_tokens=data_tokens,
+               tokens_per_iter=tokens_per_iter, budgets=budgets, throughput=thr,
+               loss_basis=loss["basis"], loss_method=loss["method"],
+               interval=("spread of the published fits" if loss["basis"] == "prior"
+                         else f"{level:.0%} bootstrap"),
+               min_gain_per_hour=float(min_gain_per_hour), rows=rows,
+               recommendation=recommend(rows, min_gain_per_hour),
+               sources=[str(s) for s in sources], plateau=[])
+    if sources:
+        out["plateau"] = fc.plateau_of(sources)
+    return fc.jsonable(out)
+
+
+def recommend(rows: list[dict], min_gain_per_hour: float) -> dict:
+    """Walk up the budgets while each step's extra hour buys more than min_gain_per_hour nats."""
+    pick = rows[0]
+    reason = None
+    for r in rows[1:]:
+        gph = r["gain_per_hour"]
+        if gph is None or gph <= min_gain_per_hour:
+            reason = (f"going {pick['budget']:,} -> {r['budget']:,} iterations buys "
+                      f"{r['gain']:.3f} nats in {r['extra_hours']:.3g} more hours "
+                      f"({0 if gph is None else gph:.3g} nats/hour), not more than the "
+                      f"{min_gain_per_hour:g} nats/hour threshold")
+            break
+        pick = r
+    if reason is None:
+        reason = (f"every step up still buys more than the {min_gain_per_hour:g} nats/hour "
+                  f"threshold: the largest budget")
+        if len(rows) > 1:
+            reason += f" (last step: {pick['gain_per_hour']:.3g} nats/hour)"
+    return dict(budget=pick["budget"], val_loss=pick["val_loss"], hours=pick["hours"],
+                reason=reason, min_gain_per_hour=min_gain_per_hour)
+
+
+# --- the table and the CLI -----------------------------------------------------------------------
+def fmt_tokens(n: float) -> str:
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+def _h(x) -> str:
+    return "-" if x is None else (f"{x:,.0f}" if x >= 100 else f"{x:.3g}")
+
+
+def format_plan(p: dict) -> str:
+    """The plan as text: header (model, data, throughput, loss basis), table, recommendation."""
+    thr = p["throughput"]
+    lines = [f"fwlab plan: preset {p['preset']} ({p['n_params'] / 1e6:.1f}M params, "
+             f"{p['flops_per_token'] / 1e6:.0f}M training FLOPs/token), "
+             f"{fmt_tokens(p['data_tokens'])} unique training tokens, {p['tokens_per_iter']:,} "
+             f"tokens/iter"]
+    if thr["source"] == "gpu":
+        lines.append(f"hours: {thr['method']}")
+    else:
+        mfu = thr.get("mfu")
+        where = (f" on {thr.get('device_name')} ({thr.get('device')}, {thr.get('dtype')}, compile "
+                 f"{'on' if thr.get('compile') else 'off'})" if thr["source"] == "measured" else "")
+        lines.append(f"hours: {thr['tok_per_s']:,.0f} tokens/s {thr['source']}{where}"
+                     + (f", MFU {mfu:.1%}" if mfu is not None else
+                        ", MFU unknown (no peak FLOPs for this device)"
+                        if thr["source"] == "measured" else ""))
+        if thr["source"] == "measured":
+            lines.append(f"       ({thr['method']})")
+    lines.append(f"loss: {p['loss_method']}")
+    if p["loss_basis"] == "prior":
+        lines.append("      *** INDICATIVE PRIOR ONLY — give --from RUN_OR_SWEEP to forecast from "
+                     "your own curves ***")
+    head = (f"{'budget':>8} {'tokens':>9} {'epochs':>6}  {'val loss':>8} {'[interval]':<16} "
+            f"{'hours':>18} {'gain':>7} {'gain/extra h':>12}  loss from")
+    lines += ["", head, "-" * len(head)]
+    for r in p["rows"]:
+        hrs = _h(r["hours"]) if r["hours_low"] == r["hours_high"] else \
+            f"{_h(r['hours'])} [{_h(r['hours_low'])}-{_h(r['hours_high'])}]"
+        iv = "[%.3f, %.3f]" % (r["val_loss_low"], r["val_loss_high"])
+        gain = "-" if r["gain"] is None else "%.3f" % r["gain"]
+        gph = "-" if r["gain_per_hour"] is None else "%.4g" % r["gain_per_hour"]
+        lines.append(f"{r['budget']:>8,} {fmt_tokens(r['tokens']):>9} {r['epochs']:>6.2f}  "
+                     f"{r['val_loss']:>8.3f} {iv:<16} {hrs:>18} {gain:>7} {gph:>12}  "
+                     f"{r.get('loss_basis', '')}")
+    lines.append(f"(interval: {p['interval']})")
+    rec = p["recommendation"]
+    lines += ["", f"recommendation: {rec['budget']:,} iterations (predicted val loss "
+                  f"{rec['val_loss']:.3f}, {_h(rec['hours'])} h): {rec['reason']}"]
+    for pl in p.get("plateau") or []:
+        lines.append(f"plateau: {pl['run']} ({pl['status']}): {pl['advice']}")
+    return "\n".join(lines)
+
+
+def _parse_count(s, flag: str) -> float:
+    try:
+        v = float(str(s).replace("_", "").replace(",", ""))
+    except ValueError:
+        raise FwlabError(f"{flag} {s!r}: not a number (e.g. 3.68e9)") from None
+    if not v > 0:
+        raise FwlabError(f"{flag} {s!r}: must be positive")
+    return v
+
+
+def parse_mfu_range(s) -> list[float]:
+    """--mfu LOW,HIGH (fractions of the peak) -> [low, high], for plan and check-claims."""
+    mfu = [_parse_count(x, "--mfu") for x in str(s).split(",")]
+    if len(mfu) != 2 or not all(0 < m <= 1 for m in mfu):
+        raise FwlabError(f"--mfu {s}: give a range LOW,HIGH of fractions, e.g. 0.3,0.5")
+    return mfu
+
+
+def main_plan(args) -> int:
+    """`fwlab plan` (flags: fwlab/cli.py)."""
+    from fwlab.utils import atomic_write_json
+    sources = list(args.from_ or [])
+    preset, data_tokens, tpi = args.preset, args.data_tokens, args.tokens_per_iter
+    if sources and None in (preset, data_tokens, tpi):  # defaults from the curves' own setting
+        st = fc.source_settings(fc.load_points(*sources))
+        if preset is None and st["presets"]:
+            preset = st["presets"][0]
+        if data_tokens is None and st["unique_tokens"]:
+            data_tokens = st["unique_tokens"]
+        if tpi is None and len(st["tokens_per_iter"]) == 1:
+            tpi = st["tokens_per_iter"][0]
+    if data_tokens is None:
+        raise FwlabError("--data-tokens: give the number of unique training tokens (e.g. 3.68e9)")
+    n_tpi = _parse_count(524_288 if tpi is None else tpi, "--tokens-per-iter")
+    if n_tpi != int(n_tpi):
+        raise FwlabError(f"--tokens-per-iter {tpi}: must be an integer")
+    mfu = parse_mfu_range(args.mfu)
+    p = plan(preset=preset or "40m", data_tokens=_parse_count(data_tokens, "--data-tokens"),
+             tokens_per_iter=int(n_tpi), budgets=args.budgets, sources=sources,
+             tok_per_s=args.tok_per_s, measure_iters=args.measure_iters, device=args.device,
+             dtype=args.dtype, compile=args.compile, micro_batch=args.micro_batch, data=args.data,
+             gpu=args.gpu, mfu_range=mfu, min_gain_per_hour=args.min_gain_per_hour,
+             progress=not args.json)
+    if args.out:
+        atomic_write_json(args.out, p)
+    print(json.dumps(p, indent=2) if args.json else format_plan(p))
+    return 0
