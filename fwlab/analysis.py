@@ -521,19 +521,27 @@ def claims_verdicts(claims, sweep_dir):
     as a DataFrame, or a message (str) saying why there are none."""
     if claims is None:
         return "No claims file given (`fwlab report SWEEP --claims FILE.yaml`)."
-    import importlib
-    check = None
-    for module in ("fwlab.claims", "fwlab.forecast"):  # where check_claims lives (or once lived)
-        try:
-            check = getattr(importlib.import_module(module), "check_claims", None)
-        except ImportError:
-            continue
-        if check is not None:
-            break
-    if check is None:
-        return (f"Claims in `{claims}` not checked: this fwlab has no `check_claims` "
-                f"(fwlab.claims / fwlab.forecast).")
-    return check(str(claims), str(sweep_dir))
+    from fwlab.claims import check_claims
+    return check_claims(str(claims), str(sweep_dir))
+
+
+# --- forecast backtest -----------------------------------------------------------------------------
+def backtest_summary(sweep_dir, frac: float = 0.3):
+    """fwlab.forecast.backtest as a one-row table: the longest budget's final val loss forecast
+    from the first `frac` of its compute, against the value it reached; or a message (str) saying
+    why the sweep cannot be backtested (e.g. no completed run)."""
+    from fwlab.forecast import TARGET_ABS_ERROR, backtest
+    try:
+        r = backtest(sweep_dir, frac=frac)
+    except FwlabError as e:
+        return f"No backtest: {e}"
+    row = {"run": r["run"], "epochs": round(r["epochs"], 2),
+           "known at iter": f"{r['cutoff_iter']} ({100 * r['compute_frac']:.0f}% of its compute)",
+           "forecast [interval]": f"{r['forecast']:.4f} [{r['low']:.4f}, {r['high']:.4f}]",
+           "actual": f"{r['actual']:.4f}", "error (nats)": f"{r['error']:+.4f}",
+           "inside interval": r["inside"],
+           f"|error| <= {TARGET_ABS_ERROR} and inside": r["passed"], "method": r["method"]}
+    return pd.DataFrame([row])
 
 
 def display_claims(verdicts: pd.DataFrame):

@@ -287,3 +287,20 @@ def test_backtest_on_a_synthetic_sweep(tmp_path):
     assert abs(bt["error"]) < 0.03 and bt["inside"] and bt["passed"]
     assert 0.3 < bt["compute_frac"] < 0.4  # the 60-iteration branch's cooldown counted
     assert "strict" in bt and bt["strict"]["n_trunk"] == bt["n_trunk"]
+
+
+def test_backtest_table_in_the_analysis(tmp_path):
+    """The analysis notebook's backtest section shows the same numbers as forecast.backtest."""
+    from fwlab import analysis
+
+    sweep = write_sweep(tmp_path / "sw", budgets=(60, 100, 150, 201), eval_interval=3)
+    bt = F.backtest(sweep, frac=0.3)
+    row = analysis.backtest_summary(sweep).iloc[0]
+    assert row["run"] == bt["run"] == "b201"
+    assert row["forecast [interval]"] == f"{bt['forecast']:.4f} [{bt['low']:.4f}, {bt['high']:.4f}]"
+    assert row["error (nats)"] == f"{bt['error']:+.4f}" and bool(row["inside interval"]) == bt["inside"]
+    # a sweep with no completed run cannot be backtested: a message, not an exception
+    (tmp_path / "sw" / "runs" / "b60" / "final.json").unlink()
+    for name in ("b100", "b150", "b201"):
+        (tmp_path / "sw" / "runs" / name / "final.json").unlink()
+    assert analysis.backtest_summary(sweep).startswith("No backtest:")
