@@ -39,6 +39,7 @@ import dataclasses
 import json
 import os
 import re
+import sys
 import threading
 import time
 import traceback
@@ -378,8 +379,11 @@ class _Progress:
         seen[0] = max(0, (tail.top or start) - start)
         self._stop.clear()
 
+        # a terminal or a notebook widget redraws in place; a log file gets a line per redraw
+        interactive = sys.stderr.isatty() or "ipykernel" in sys.modules
+
         def loop():
-            while not self._stop.wait(1.0):
+            while not self._stop.wait(1.0 if interactive else 30.0):
                 self._advance(tail, start, seen, name, max_iters)
         self._args = (tail, start, seen, name, max_iters)
         self._thread = threading.Thread(target=loop, daemon=True)
