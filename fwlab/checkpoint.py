@@ -15,6 +15,7 @@ import torch
 
 from fwlab.errors import FwlabError
 from fwlab.model import GPT, GPTConfig
+from fwlab.utils import atomic_open
 
 FORMAT = "fwlab-ckpt-1"
 _NAME = re.compile(r"^ckpt_(\d+)\.pt$")
@@ -40,12 +41,8 @@ def list_checkpoints(run_dir) -> dict[int, Path]:
 def save_checkpoint(run_dir, it: int, state: dict) -> Path:
     """Atomically write `state` (must include model/optimizer/iter) as the checkpoint of `it`."""
     path = ckpt_path(run_dir, it)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"format": FORMAT, "iter": it, **state}, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_open(path) as f:
+        torch.save({"format": FORMAT, "iter": it, **state}, f)
     return path
 
 

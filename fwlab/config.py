@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 from fwlab.errors import FwlabError
 from fwlab.model import GPTConfig

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from fwlab.errors import FwlabError
-from fwlab.utils import read_json
+from fwlab.utils import atomic_open, read_json
 
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
@@ -55,19 +54,9 @@ def write_shard(path: str | os.PathLike, tokens: np.ndarray) -> str:
     body = np.ascontiguousarray(tokens, dtype=dtype)
     digest = hashlib.sha256(header.tobytes())
     digest.update(memoryview(body).cast("B"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header.tobytes())
-            body.tofile(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; shards are data others may read
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as f:
+        f.write(header.tobytes())
+        body.tofile(f)
     return digest.hexdigest()
 
 

@@ -1,6 +1,7 @@
 """Small shared helpers: atomic file writes, JSON lines, environment defaults."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -23,20 +24,29 @@ def _tmp_for(path: Path) -> Path:
     return Path(name)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file + rename: readers never see half a file."""
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike):
+    """Open a temporary file beside `path` for binary writing; when the block ends without an
+    error it is flushed, fsynced and renamed to `path`, so readers never see half a file. On an
+    error (or a kill) the final name is untouched and the temporary file is removed where possible."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_for(path)
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file + rename: readers never see half a file."""
+    with atomic_open(path) as f:
+        f.write(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
