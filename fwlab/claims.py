@@ -243,12 +243,9 @@ def check_claims(claims_path, source, mfu_range=pl.DEFAULT_MFU_RANGE, n_boot: in
 
 def _gpu_key(name: str | None) -> str | None:
     """The fwlab.hardware peak-table entry a GPU name falls under (None: not a known GPU)."""
-    import re
     from fwlab import hardware
-    for pattern, _ in hardware.PEAK_BF16_FLOPS:
-        if name and re.search(pattern, name.lower()):
-            return pattern
-    return None
+    entry = hardware.gpu_entry(name)
+    return entry[0] if entry else None
 
 
 def _same_gpu(claimed: str, name: str | None) -> bool:

@@ -177,13 +177,19 @@ def pick_micro_batch(tokens_per_iter: int, block_size: int, world_size: int, req
 
 
 # --- peak FLOPs and MFU --------------------------------------------------------------------------
+def gpu_entry(name: str | None) -> tuple[str, float] | None:
+    """The peak-table entry (pattern, dense bf16 FLOP/s) a GPU name falls under, or None."""
+    n = (name or "").lower()
+    for pattern, flops in PEAK_BF16_FLOPS:
+        if n and re.search(pattern, n):
+            return pattern, flops
+    return None
+
+
 def peak_flops_for_name(name: str) -> float | None:
     """Dense bf16 peak of a GPU from its name (torch.cuda.get_device_name), or None if unknown."""
-    n = name.lower()
-    for pattern, flops in PEAK_BF16_FLOPS:
-        if re.search(pattern, n):
-            return flops
-    return None
+    entry = gpu_entry(name)
+    return entry[1] if entry else None
 
 
 def peak_flops(device) -> float | None:
