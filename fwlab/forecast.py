@@ -3,37 +3,38 @@ from the user's own curves or, without any, from published fits. Hours per budge
 that weighs the two are in fwlab/plan.py (`fwlab plan`); claims against both are checked in
 fwlab/claims.py (`fwlab check-claims`).
 
-Loss from the user's own curves (`fit_points`, `forecast_loss`). Schedules matter: a validation
-loss measured while the learning rate is still high lies on a different curve from the loss a run
-reaches once its learning rate has been annealed. So two kinds of points are taken from the runs:
-  trunk  evaluations made at peak learning rate (lr >= PEAK_FRAC x peak, after warm-up): the stable
-         phase of WSD runs, constant-LR runs, the first ~15% of cosine runs. A branch contributes
-         only its own evaluations (after its branch iteration), not its parent's.
-  final  the final validation loss of every run that completed an annealing schedule (WSD
-         cooldown or cosine decay); constant-LR and early-stopped runs give none.
-Both are modelled in effective tokens D' (Muennighoff et al. 2023, "Scaling Data-Constrained
-Language Models"): with U unique training tokens and R = D/U - 1 repetitions,
-D' = U + U·R*·(1 - exp(-R/R*)), R* = 15.4 (their fit; D' = D up to one epoch, and repeated tokens
-are worth less and less after).
-With x = D'/D_ref:
-  trunk  L(x) = E + B·x^-β                        (the constant-LR curve, not what a run ends at)
-  final  ratio variant:   L(x) = E + (1-r)·B·x^-β  (annealing removes a fixed share r of the
-                                                     reducible loss)
-         offset variant:  L(x) = E + B·x^-β - δ    (annealing removes a fixed δ nats)
-fitted jointly by least squares (β on a log grid refined by a finer one; E >= 0, B >= 0, and r
-or δ, are linear given β, solved exactly with their bounds). The completed runs calibrate what a
-cooldown is worth; the trunk gives the shape in tokens. Before fitting (`select_trunk`), spikes
-are dropped and the initial descent is cut off: the first evaluations of a run (while it learns
-token frequencies) follow no power law, so the fit starts where a forecast of the last 30% of the
-trunk from the rest is about as good as it gets (a choice made on the data at hand only).
-Which transfer holds is not known from one completed run, so both are kept. Interval (LEVEL, 90%):
-bootstrap — trunk and final points resampled with replacement (separately), both variants
-refitted, each draw predicted with its fit's residual noise added; the forecast is the median of
-the draws, the interval the envelope of the two variants' own percentile intervals — and, when
-repeated data is involved, of R*/2 and 4·R* as well (R* comes from other data). Without any
-completed run the cooldown's worth is unknown: the trunk curve minus a drop drawn from
-DEFAULT_DROP_FRAC (0-3% of the loss; cooldowns of LLM-scale runs gain a few percent, CPU-scale
-ones far less) is forecast, and the method says so.
+The law of a loss curve (`fit_points`, `forecast_loss`): Tissue et al. 2024, "Scaling Law with
+Learning Rate Annealing", written in tokens:
+
+    L = E + A·S1^-α - C·S2
+
+  S1  forward area: the sum over steps of (lr/peak) x (what that step's tokens are worth) x
+      tokens_per_iter, over D_ref. At peak LR on fresh data S1 = D/D_ref and the law is the
+      familiar E + A·D^-α; steps at a lower LR add less.
+  S2  annealing area: the sum over steps of m_i, m_i = λ·m_(i-1) + (the fall of lr/peak at step
+      i), x tokens_per_iter / D_ref: the loss a cooldown gains grows with how far and for how long
+      the LR has come down. λ = 0.999, as in Tissue et al.
+  Repeated data (Muennighoff et al. 2023, "Scaling Data-Constrained Language Models"): a token is
+      worth dD'/dD, 1 in the first epoch and exp(-R/R*) after R repetitions (R* = 15.4), so that at
+      constant LR S1 = D'/D_ref with D' = U + U·R*·(1 - exp(-R/R*)) (`effective_tokens`).
+
+Every evaluation of every run is a point, placed by its run's learning-rate schedule (config.json,
+else the logged lr): one fit serves a WSD trunk and its cooldown branches, cosine runs, and a run
+still going. E, A, C >= 0 are linear given α, solved exactly on a grid of α. Evaluations during
+warm-up and before FIT_FROM (20%) of the latest evaluated iteration are left out (the first ones
+are the fast initial descent, while the model learns token frequencies, which the law does not
+describe), and spikes (over OUTLIER_Z robust SDs off a first fit) dropped.
+
+A budget's forecast is the law at the S1 and S2 its schedule will have (the sources' schedule with
+max_iters = the budget): for a WSD run the loss after its cooldown, not the constant-LR plateau.
+C is known only once some evaluation was made after the LR came down (a finished cooldown branch,
+a cosine run); before that the constant-LR curve minus an ASSUMED cooldown gain of
+DEFAULT_DROP_FRAC of the loss is forecast, and the method says so.
+
+Interval (LEVEL, 90%): residual bootstrap (the fitted curve plus resampled residuals, refitted),
+each draw predicted with its fit's noise added, for λ in LAMBDAS and, when data repeats, R* in
+(R*/2, R*, 4R*) (both come from other runs than yours): the envelope of those settings' own
+percentile intervals. The forecast is the median of the draws at λ = 0.999, R* = 15.4.
 
 Without curves: published parametric fits L(N, D) = E + A/N^α + B/D^β of Hoffmann et al. 2022 and
 the Besiroglu et al. 2024 replication, evaluated at the preset's parameter count and D' — an
@@ -45,7 +46,7 @@ when there are any (a budget the source completed in the same setting is its mea
 else the prior. `plateau` says whether a running run's validation loss is still falling (slope
 over its last evaluations against that slope's standard error).
 `backtest` checks the whole loss method on a finished sweep: forecast the longest budget's final
-loss from the evaluations of its first 30% only, and compare with what it reached.
+loss from what 30% of its compute can show, and compare with what it reached.
 """
 from __future__ import annotations
 
@@ -57,16 +58,18 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
+from fwlab import schedule
 from fwlab.errors import FwlabError
 from fwlab.utils import read_json
 
 R_STAR = 15.4                      # Muennighoff et al. 2023, R*_D
-PEAK_FRAC = 0.95                   # an eval counts as constant-LR when lr >= 0.95 x peak
+LAMBDA = 0.999                     # Tissue et al. 2024: decay of the annealing momentum per step
+LAMBDAS = (0.99, 0.999)            # ... the interval spans these
+PEAK_FRAC = 0.95                   # an eval counts as 'trunk' (constant-LR) when lr >= 0.95 x peak
 LEVEL = 0.9                        # interval coverage
 N_BOOT = 200
-OUTLIER_Z = 5.0                    # trunk evals this many robust SDs off a first fit are dropped
-START_FRACS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6)  # candidate fit starts (x the last trunk tokens)
-HOLDOUT = 0.7                      # ... each scored on forecasting the trunk evals beyond 0.7 x
+OUTLIER_Z = 5.0                    # evals this many robust SDs off a first fit are dropped
+FIT_FROM = 0.2                     # the fit starts at this share of the latest evaluated iteration
 DEFAULT_DROP_FRAC = (0.0, 0.03)    # share of the loss a cooldown removes, when none measured
 PRIORS = {
     "hoffmann2022": dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28,
@@ -76,7 +79,8 @@ PRIORS = {
 }
 PRIOR_NOTE = ("indicative prior only: published fits on other data and another tokenizer "
               "(MassiveText, SentencePiece), not on your curves")
-_BETAS = np.geomspace(0.02, 3.0, 64)
+SCHEDULE_KEYS = ("schedule", "lr", "min_lr_frac", "warmup_iters", "cooldown_frac", "cooldown_shape")
+_ALPHAS = np.geomspace(0.01, 3.0, 64)
 
 
 # --- repetition ----------------------------------------------------------------------------------
@@ -90,260 +94,224 @@ def effective_tokens(tokens, unique_tokens, r_star: float = R_STAR):
     return out if out.ndim else float(out)
 
 
+def token_worth(tokens, unique_tokens, r_star: float = R_STAR):
+    """dD'/dD: what one more token is worth after `tokens` (1 in the first epoch, then decaying)."""
+    d = np.asarray(tokens, dtype=float)
+    return np.where(d <= unique_tokens, 1.0, np.exp(-np.maximum(d / unique_tokens - 1, 0) / r_star))
+
+
+# --- schedules and areas -------------------------------------------------------------------------
+def lr_fracs(sched: dict, max_iters: int, n: int | None = None) -> np.ndarray:
+    """lr / peak of steps 1..n (step i ends at iteration i) of a run of `max_iters` under `sched`
+    (SCHEDULE_KEYS, as in config.json; fwlab/schedule.py)."""
+    c = SimpleNamespace(**{"warmup_iters": None, **sched, "max_iters": int(max_iters)})
+    return np.array([schedule.lr_at(i, c) / c.lr for i in range(int(n or max_iters))])
+
+
+def areas(lr: np.ndarray, tokens_per_iter: float, unique_tokens: float, iters, d_ref: float,
+          r_star: float = R_STAR, lam: float = LAMBDA):
+    """(S1, S2) of the law (module docstring) after each iteration count in `iters`, for a run whose
+    steps 1..len(lr) had these lr/peak fractions."""
+    from scipy.signal import lfilter
+    tok = np.arange(1, len(lr) + 1) * float(tokens_per_iter)
+    s1 = np.cumsum(lr * token_worth(tok, unique_tokens, r_star)) * tokens_per_iter / d_ref
+    fall = np.maximum(np.concatenate([[0.0], lr[:-1] - lr[1:]]), 0.0)  # warm-up rises count 0
+    s2 = np.cumsum(lfilter([1.0], [1.0, -lam], fall)) * tokens_per_iter / d_ref
+    i = np.asarray(iters, dtype=int) - 1
+    return s1[i], s2[i]
+
+
 # --- points from run directories ---------------------------------------------------------------
 _POINT_COLS = ["run", "kind", "iter", "tokens", "val_loss", "val_loss_stderr", "unique_tokens",
-               "tokens_per_iter", "preset", "max_iters", "schedule"]
+               "tokens_per_iter", "preset", "max_iters", "schedule", "warmup", "lr", "sched"]
 
 
-def _lr_frac(cfg: dict, iters: np.ndarray, train: pd.DataFrame) -> np.ndarray:
-    """Learning rate / peak for the step that ended at each iteration: from the schedule when the
-    config has its fields, else from the logged train points (nearest earlier one)."""
-    from fwlab import schedule
-    need = ("lr", "min_lr_frac", "max_iters", "schedule", "cooldown_frac", "cooldown_shape")
-    if all(cfg.get(k) is not None for k in need):
-        c = SimpleNamespace(**{"warmup_iters": None, **cfg})  # lr_at reads config attributes
+def _run_lr(cfg: dict, n: int, train: pd.DataFrame) -> tuple[np.ndarray, dict | None]:
+    """lr/peak of the run's steps 1..n, and its schedule fields: from config.json when it has them,
+    else from the logged train lines (each step at the latest logged lr)."""
+    sched = {k: cfg.get(k) for k in SCHEDULE_KEYS}
+    if all(sched[k] is not None for k in SCHEDULE_KEYS if k != "warmup_iters") and cfg.get(
+            "max_iters"):
         try:
-            return np.array([schedule.lr_at(max(int(i) - 1, 0), c) / c.lr for i in iters])
+            return lr_fracs(sched, cfg["max_iters"], n), sched
         except (ValueError, TypeError, ZeroDivisionError):
             pass
     tr = train.dropna(subset=["lr"]).sort_values("iter") if len(train) else train
     if not len(tr):
-        return np.ones(len(iters))  # nothing says otherwise: treat as at peak
+        return np.ones(n), None  # nothing says otherwise: treat as at peak
     peak = float(cfg.get("lr") or tr["lr"].max())
-    pos = np.searchsorted(tr["iter"].to_numpy(), iters, side="right") - 1
-    return tr["lr"].to_numpy()[np.clip(pos, 0, None)] / peak
+    pos = np.searchsorted(tr["iter"].to_numpy(), np.arange(1, n + 1), side="left")
+    return tr["lr"].to_numpy()[np.clip(pos, 0, len(tr) - 1)] / peak, None
 
 
 def load_points(*sources) -> pd.DataFrame:
-    """Trunk and final points (see the module docstring) from sweep and/or run directories, one row
-    each: run, kind ('trunk'|'final'), iter, tokens, val_loss, val_loss_stderr, unique_tokens,
-    tokens_per_iter, preset, max_iters, schedule."""
+    """One row per validation evaluation of every run in the sweep and/or run directories (a
+    branch's own evaluations only, its parent's are the parent's rows): run, kind ('trunk' at peak
+    LR, 'anneal' after the LR came down, 'final' the last of a run that completed an annealing
+    schedule), iter, tokens, val_loss, val_loss_stderr, unique_tokens, tokens_per_iter, preset,
+    max_iters, schedule, warmup (iterations), lr (the run's lr/peak per step, shared array) and
+    sched (its schedule fields, or None)."""
     from fwlab.analysis import load_runs
     lab = load_runs(*sources)
     rows = []
     for _, run in lab.runs.iterrows():
         cfg_path = Path(run["path"]) / "config.json"
         cfg = read_json(cfg_path) if cfg_path.is_file() else {}
-        ev = lab.evals[(lab.evals["run"] == run["run"]) & lab.evals["own"]].sort_values("iter")
-        tr = lab.train[(lab.train["run"] == run["run"]) & lab.train["own"]]
-        unique = run.get("tokens_per_epoch")
-        if unique is None or not np.isfinite(unique) or unique <= 0:
-            continue  # no epoch information: effective tokens cannot be computed
-        tpi = run["tokens_per_iter"]
-        common = dict(run=run["run"], unique_tokens=float(unique),
-                      tokens_per_iter=None if pd.isna(tpi) else int(tpi), preset=run["preset"],
-                      max_iters=None if pd.isna(run["max_iters"]) else int(run["max_iters"]),
-                      schedule=run["schedule"])
-        ev = ev[ev["iter"] > 0].dropna(subset=["val_loss"])
-        if len(ev):
-            frac = _lr_frac(cfg, ev["iter"].to_numpy(), tr)
-            for (_, e), f in zip(ev.iterrows(), frac):
-                if f >= PEAK_FRAC:
-                    rows.append(dict(common, kind="trunk", iter=int(e["iter"]),
-                                     tokens=float(e["tokens"]), val_loss=float(e["val_loss"]),
-                                     val_loss_stderr=float(e["val_loss_stderr"])))
+        unique, tpi = run.get("tokens_per_epoch"), run["tokens_per_iter"]
+        if unique is None or not np.isfinite(unique) or unique <= 0 or pd.isna(tpi):
+            continue  # no epoch or batch information: the law cannot place the points
+        ev = lab.evals[(lab.evals["run"] == run["run"]) & lab.evals["own"]]
+        ev = ev[ev["iter"] > 0].dropna(subset=["val_loss"]).sort_values("iter")
         annealed = run["schedule"] in ("cosine", "wsd") and float(cfg.get("min_lr_frac", 0)) < 0.5
-        if (run["status"] == "completed" and annealed and pd.notna(run["final_val_loss"])
-                and pd.notna(run["tokens"])):
-            rows.append(dict(common, kind="final", iter=int(run["iters"]),
-                             tokens=float(run["tokens"]), val_loss=float(run["final_val_loss"]),
-                             val_loss_stderr=float(run["val_loss_stderr"])))
+        final = (run["status"] == "completed" and annealed and pd.notna(run["final_val_loss"])
+                 and pd.notna(run["iters"]))
+        evs = [(int(e["iter"]), float(e["tokens"]), float(e["val_loss"]),
+                float(e["val_loss_stderr"])) for _, e in ev.iterrows()]
+        if final:  # the run's final value is final.json's, at its last iteration
+            evs = [e for e in evs if e[0] != int(run["iters"])] + [(
+                int(run["iters"]), float(run["tokens"]), float(run["final_val_loss"]),
+                float(run["val_loss_stderr"]))]
+        if not evs:
+            continue
+        tr = lab.train[lab.train["run"] == run["run"]]
+        n = max(e[0] for e in evs)
+        lr, sched = _run_lr(cfg, n, tr)
+        warm = np.flatnonzero(lr >= 0.999 * lr.max())
+        common = dict(run=run["run"], unique_tokens=float(unique), tokens_per_iter=int(tpi),
+                      preset=run["preset"], schedule=run["schedule"],
+                      max_iters=None if pd.isna(run["max_iters"]) else int(run["max_iters"]),
+                      warmup=int(warm[0]) + 1 if len(warm) else 0, lr=lr, sched=sched)
+        for it, tok, v, se in evs:
+            at_peak = lr[common["warmup"]:it].min(initial=1.0) >= PEAK_FRAC
+            kind = "final" if final and it == int(run["iters"]) else (
+                "trunk" if at_peak else "anneal")
+            rows.append(dict(common, kind=kind, iter=it, tokens=tok, val_loss=v,
+                             val_loss_stderr=se))
     return pd.DataFrame(rows, columns=_POINT_COLS)
 
 
 # --- the fit -------------------------------------------------------------------------------------
 @dataclass
-class CurveFit:
-    """One least-squares fit of the trunk/final model (module docstring) in x = D'/d_ref."""
-    variant: str            # 'ratio' | 'offset' | 'trunk' (no final points) | 'final' (no trunk)
+class LawFit:
+    """One least-squares fit of L = E + A·S1^-α - C·S2 (module docstring)."""
     E: float
-    B: float                # trunk amplitude (for 'final': the final curve's)
-    beta: float
-    anneal: float           # ratio: r; offset: δ; else nan
+    A: float
+    alpha: float
+    C: float                # nan when no point has seen the LR come down (C unknown)
+    lam: float
+    r_star: float
     d_ref: float
-    r_star: float = R_STAR
     rmse: float = 0.0
-    n_trunk: int = 0
-    n_final: int = 0
+    n: int = 0
 
-    def _x(self, tokens, unique_tokens):
-        return effective_tokens(tokens, unique_tokens, self.r_star) / self.d_ref
-
-    def trunk(self, tokens, unique_tokens):
-        """Constant-LR (plateau) loss at `tokens`."""
-        return self.E + self.B * np.power(self._x(tokens, unique_tokens), -self.beta)
-
-    def final(self, tokens, unique_tokens, drop_frac: float | None = None):
-        """Loss after the learning rate is annealed, for a run of `tokens` tokens."""
-        red = self.B * np.power(self._x(tokens, unique_tokens), -self.beta)
-        if self.variant == "ratio":
-            return self.E + (1 - self.anneal) * red
-        if self.variant == "offset":
-            return self.E + red - self.anneal
-        if self.variant == "final":
-            return self.E + red
-        return (self.E + red) * (1 - (drop_frac or 0.0))  # trunk only: an assumed drop
+    def loss(self, s1, s2=0.0):
+        c = 0.0 if math.isnan(self.C) else self.C
+        return self.E + self.A * np.power(s1, -self.alpha) - c * np.asarray(s2)
 
     def to_dict(self) -> dict:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                 for k, v in self.__dict__.items()}
 
 
-def _design(betas, xt, xf, variant):
-    """Columns of the linear part for each β (shape: betas x points x columns; trunk rows first)
-    and which columns are bounded below by 0."""
-    b = np.asarray(betas, dtype=float)[:, None]
-    pt, pf = np.power(xt[None, :], -b), np.power(xf[None, :], -b)
-    nt, nf, g = len(xt), len(xf), len(b)
-    if variant == "ratio":        # (E, B, B_final = (1-r)·B)
-        X = np.zeros((g, nt + nf, 3))
-        X[:, :, 0] = 1
-        X[:, :nt, 1], X[:, nt:, 2] = pt, pf
-        return X, (True, True, True)
-    if variant == "offset":       # (E, B, δ)
-        X = np.ones((g, nt + nf, 3))
-        X[:, :, 1] = np.concatenate([pt, pf], axis=1)
-        X[:, :nt, 2], X[:, nt:, 2] = 0.0, -1.0
-        return X, (True, True, False)
-    X = np.ones((g, nt + nf, 2))  # 'trunk' or 'final': (E, B)
-    X[:, :, 1] = np.concatenate([pt, pf], axis=1)
-    return X, (True, True)
-
-
-def _solve(betas, xt, xf, y, variant):
-    """Bounded linear least squares at each β, exactly: the optimum is the unconstrained solution
-    on some set of free columns (the others held at their bound 0), so take the best feasible one
-    over all such sets. Returns (sse per β, coefficients per β)."""
-    X, bounded = _design(betas, xt, xf, variant)
+def _solve(X: np.ndarray, y: np.ndarray):
+    """Least squares with every coefficient >= 0, exactly, at each grid row of X (grid x points x
+    columns): the optimum is the unconstrained solution on some set of free columns (the others
+    held at 0), so take the best feasible one over all such sets. Returns (sse, coefficients)."""
     g, _, p = X.shape
     best_sse, best = np.full(g, np.inf), np.zeros((g, p))
-    lower = np.array(bounded)
-    free = [j for j in range(p) if not bounded[j]]
-    for mask in range(1 << p):
-        if any(mask >> j & 1 for j in free):
-            continue  # unbounded columns are always free
-        keep = free + [j for j in range(p) if bounded[j] and mask >> j & 1]
+    for mask in range(1, 1 << p):
+        keep = [j for j in range(p) if mask >> j & 1]
+        Xk = X[:, :, keep]
+        A = np.einsum("gnp,gnq->gpq", Xk, Xk) + 1e-12 * np.eye(len(keep))
         c = np.zeros((g, p))
-        if keep:
-            Xk = X[:, :, keep]  # normal equations: 3 columns at most, x scaled to <= 1
-            A = np.einsum("gnp,gnq->gpq", Xk, Xk) + 1e-12 * np.eye(len(keep))
-            c[:, keep] = np.linalg.solve(A, np.einsum("gnp,n->gp", Xk, y)[:, :, None])[:, :, 0]
-        ok = np.all((c >= -1e-12) | ~lower, axis=1)
+        c[:, keep] = np.linalg.solve(A, np.einsum("gnp,n->gp", Xk, y)[:, :, None])[:, :, 0]
         r = np.einsum("gnp,gp->gn", X, c) - y
-        sse = np.where(ok, np.einsum("gn,gn->g", r, r), np.inf)
+        sse = np.where(np.all(c >= -1e-12, axis=1), np.einsum("gn,gn->g", r, r), np.inf)
         better = sse < best_sse
         best_sse[better], best[better] = sse[better], c[better]
     return best_sse, best
 
 
-def _fit_xy(xt, yt, xf, yf, variant, d_ref, r_star) -> CurveFit:
-    y = np.concatenate([yt, yf])
-    sse, _ = _solve(_BETAS, xt, xf, y, variant)
+def _fit_arrays(s1, s2, y, lam, r_star, d_ref, anneal: bool) -> LawFit:
+    """α on a log grid, refined on a finer one around the best; E, A (and C) exactly given α."""
+    def design(alphas):
+        cols = [np.ones((len(alphas), len(y))), np.power(s1[None, :], -alphas[:, None])]
+        if anneal:
+            cols.append(np.broadcast_to(-s2[None, :], cols[0].shape))
+        return np.stack(cols, axis=2)
+
+    sse, _ = _solve(design(_ALPHAS), y)
     i = int(np.argmin(sse))
-    fine = np.geomspace(_BETAS[max(i - 1, 0)], _BETAS[min(i + 1, len(_BETAS) - 1)], 41)
-    sse, coefs = _solve(fine, xt, xf, y, variant)
+    fine = np.geomspace(_ALPHAS[max(i - 1, 0)], _ALPHAS[min(i + 1, len(_ALPHAS) - 1)], 41)
+    sse, coefs = _solve(design(fine), y)
     j = int(np.argmin(sse))
-    beta, s, c = float(fine[j]), float(sse[j]), coefs[j]
-    rmse = math.sqrt(s / max(len(y) - len(c) - 1, 1))
-    if variant == "ratio":
-        anneal = 1 - c[2] / c[1] if c[1] > 0 else float("nan")
-        E, B = c[0], c[1]
-    elif variant == "offset":
-        E, B, anneal = c
-    else:
-        (E, B), anneal = c, float("nan")
-    return CurveFit(variant, float(E), float(B), beta, float(anneal), d_ref, r_star, rmse,
-                    len(xt), len(xf))
+    c = coefs[j]
+    rmse = math.sqrt(float(sse[j]) / max(len(y) - len(c) - 1, 1))
+    return LawFit(float(c[0]), float(c[1]), float(fine[j]), float(c[2]) if anneal else math.nan,
+                  lam, r_star, d_ref, rmse, len(y))
 
 
-def fit_points(points: pd.DataFrame, variant: str | None = None, r_star: float = R_STAR,
-               d_ref: float | None = None) -> CurveFit:
-    """Least-squares fit of the model to trunk and final points (columns as `load_points`).
-    variant None = 'ratio' when both kinds are there, else 'trunk' or 'final'."""
-    t = points[points["kind"] == "trunk"]
-    f = points[points["kind"] == "final"]
-    if variant is None:
-        variant = "ratio" if len(t) and len(f) else ("trunk" if len(t) else "final")
-    n_par = {"ratio": 4, "offset": 4, "trunk": 3, "final": 3}[variant]
-    if len(points) < n_par or (variant in ("ratio", "offset", "trunk") and len(t) < 3):
-        raise FwlabError(f"too few validation points to fit a loss curve ({len(t)} at peak "
-                         f"learning rate, {len(f)} finished runs); evaluate more often "
-                         f"(--eval-interval) or let the run go further")
-    dp = effective_tokens(points["tokens"].to_numpy(float), points["unique_tokens"].to_numpy(float),
-                          r_star)
-    d_ref = float(d_ref or dp.max())
-    kinds = points["kind"].to_numpy()
-    xt, xf = dp[kinds == "trunk"] / d_ref, dp[kinds == "final"] / d_ref
-    yt = points.loc[kinds == "trunk", "val_loss"].to_numpy(float)
-    yf = points.loc[kinds == "final", "val_loss"].to_numpy(float)
-    if variant == "final":
-        xt, yt = xt[:0], yt[:0]
-    if variant == "trunk":
-        xf, yf = xf[:0], yf[:0]
-    return _fit_xy(xt, yt, xf, yf, variant, d_ref, r_star)
+def _usable(points: pd.DataFrame) -> pd.DataFrame:
+    """The points the law is fitted to: after warm-up and from FIT_FROM of the latest evaluated
+    iteration on. The first evaluations are the fast initial descent (the model learning token
+    frequencies), which no curve law of this kind describes."""
+    if not len(points):
+        return points
+    keep = (points["iter"] > points["warmup"]) & (points["iter"] >= FIT_FROM * points["iter"].max())
+    return points[keep].reset_index(drop=True)
 
 
-def select_trunk(points: pd.DataFrame, r_star: float = R_STAR
-                 ) -> tuple[pd.DataFrame, str, float]:
-    """Trunk points the power law should be fitted to, a note saying what was dropped, and the
-    misspecification error of the chosen fit (below).
+def features(points: pd.DataFrame, d_ref: float, r_star: float = R_STAR, lam: float = LAMBDA):
+    """(S1, S2) of every point (its run's schedule; rows of one run share their lr array)."""
+    s1, s2 = np.zeros(len(points)), np.zeros(len(points))
+    for _, idx in points.groupby("run").indices.items():
+        r = points.iloc[idx[0]]
+        s1[idx], s2[idx] = areas(r["lr"], r["tokens_per_iter"], r["unique_tokens"],
+                                 points["iter"].to_numpy()[idx], d_ref, r_star, lam)
+    return s1, s2
 
-    1. Spikes: evaluations more than OUTLIER_Z robust standard deviations (1.4826 x MAD of the
-       residuals) away from a first fit are dropped.
-    2. Where the power-law regime begins: the first evaluations (the fast initial descent, while
-       the model learns token frequencies) follow no power law and drag the extrapolation. Each
-       candidate start s in START_FRACS (x the last trunk tokens D_max) is scored by fitting the
-       points in [s·D_max, HOLDOUT·D_max] and predicting those beyond (a forecast of the future
-       from the past, on the data at hand only); the earliest start scoring within the noise of
-       the best is kept. Its forecast error beyond the eval noise (RMS, noise removed in
-       quadrature) is returned: what the curve law misses over 1/HOLDOUT x the tokens."""
-    t = points[points["kind"] == "trunk"]
-    rest = points[points["kind"] != "trunk"]
-    if len(t) < 6:
-        return points, "", 0.0
-    notes, noise = [], 0.0
-    try:
-        fit = fit_points(t, "trunk", r_star)
-        res = t["val_loss"].to_numpy(float) - fit.trunk(t["tokens"].to_numpy(float),
-                                                         t["unique_tokens"].to_numpy(float))
-        noise = 1.4826 * np.median(np.abs(res - np.median(res)))
-        keep = np.abs(res - np.median(res)) <= OUTLIER_Z * max(noise, 1e-6)
-        if (~keep).sum():
-            notes.append(f"{int((~keep).sum())} spike(s) dropped")
-            t = t[keep]
-    except FwlabError:
-        pass
-    d = t["tokens"].to_numpy(float)
-    dmax = d.max()
-    scores = {}
-    for s in START_FRACS:
-        train = t[(d >= s * dmax) & (d <= HOLDOUT * dmax)]
-        test = t[d > HOLDOUT * dmax]
-        if len(train) < 5 or len(test) < 2:
-            continue
-        try:
-            f = fit_points(train, "trunk", r_star)
-        except FwlabError:
-            continue
-        err = test["val_loss"].to_numpy(float) - f.trunk(test["tokens"].to_numpy(float),
-                                                         test["unique_tokens"].to_numpy(float))
-        scores[s] = float(np.sqrt(np.mean(err ** 2)))
-    # the earliest start that forecasts about as well as the best (within the eval noise): a
-    # later start only when the early points really bend the curve, not by chance
-    best_s, miss = 0.0, 0.0
-    if scores:
-        best = min(scores.values())
-        best_s = min(s for s, v in scores.items() if v <= best + noise)
-        miss = math.sqrt(max(scores[best_s] ** 2 - noise ** 2, 0.0))
-    if best_s > 0:
-        t = t[t["tokens"] >= best_s * dmax]
-        notes.append(f"fit from {best_s:.0%} of the last trunk tokens on (earlier evals are the "
-                     f"initial descent; chosen by forecasting the last {1 - HOLDOUT:.0%})")
-        late = rest["tokens"] >= best_s * dmax  # finished runs inside the fitted range only
-        if late.any() and not late.all():
-            notes.append(f"{int((~late).sum())} finished run(s) before that left out")
-            rest = rest[late]
-    return pd.concat([t, rest], ignore_index=True), "; ".join(notes), miss
+
+def _d_ref(points: pd.DataFrame, r_star: float = R_STAR) -> float:
+    return float(effective_tokens(points["tokens"].to_numpy(float),
+                                  points["unique_tokens"].to_numpy(float), r_star).max())
+
+
+def fit_points(points: pd.DataFrame, r_star: float = R_STAR, lam: float = LAMBDA,
+               d_ref: float | None = None) -> LawFit:
+    """Least-squares fit of the law to the points (columns as `load_points`) after warm-up. C is
+    fitted when some point was evaluated after the LR came down, else left unknown (nan)."""
+    pts = _usable(points)
+    d_ref = float(d_ref or _d_ref(pts if len(pts) else points, r_star))
+    s1, s2 = features(pts, d_ref, r_star, lam)
+    anneal = bool((s2 > 0).any())
+    need = 5 if anneal else 4
+    if len(pts) < need:
+        raise FwlabError(f"too few validation points to fit a loss curve ({len(pts)} after "
+                         f"warm-up, {need} needed); evaluate more often (--eval-interval) or let "
+                         f"the run go further")
+    return _fit_arrays(s1, s2, pts["val_loss"].to_numpy(float), lam, r_star, d_ref, anneal)
+
+
+def schedule_of(points: pd.DataFrame) -> tuple[dict | None, int]:
+    """The schedule fields and tokens/iter of the points' longest run: what budgets are planned
+    with by default."""
+    r = points.loc[points["max_iters"].fillna(points["iter"]).astype(float).idxmax()]
+    return r["sched"], int(r["tokens_per_iter"])
+
+
+def budget_features(iters, tokens_per_iter: int, unique_tokens: float, sched: dict | None,
+                    d_ref: float, r_star: float = R_STAR, lam: float = LAMBDA):
+    """(S1, S2) at the end of runs of `iters` iterations under `sched` (None: constant LR), and S1
+    of the same runs at constant LR."""
+    out = np.zeros((3, len(iters)))
+    for k, n in enumerate(np.asarray(iters, dtype=int)):
+        n = max(int(n), 1)
+        ones = np.ones(n)
+        lr = lr_fracs(sched, n) if sched else ones
+        s1, s2 = areas(lr, tokens_per_iter, unique_tokens, [n], d_ref, r_star, lam)
+        c1, _ = areas(ones, tokens_per_iter, unique_tokens, [n], d_ref, r_star, lam)
+        out[:, k] = s1[0], s2[0], c1[0]
+    return out
 
 
 def _quantiles(draws: np.ndarray, level: float):
@@ -351,97 +319,86 @@ def _quantiles(draws: np.ndarray, level: float):
     return np.quantile(draws, [0.5, a, 1 - a], axis=0)
 
 
+def _despike(pts: pd.DataFrame, r_star: float) -> tuple[pd.DataFrame, int]:
+    """Drop evaluations over OUTLIER_Z robust SDs (1.4826 x MAD) off a first fit."""
+    try:
+        fit = fit_points(pts, r_star)
+    except FwlabError:
+        return pts, 0
+    s1, s2 = features(pts, fit.d_ref, r_star)
+    res = pts["val_loss"].to_numpy(float) - fit.loss(s1, s2)
+    mad = 1.4826 * np.median(np.abs(res - np.median(res)))
+    keep = np.abs(res - np.median(res)) <= OUTLIER_Z * max(mad, 1e-6)
+    return pts[keep].reset_index(drop=True), int((~keep).sum())
+
+
 def forecast_loss(points: pd.DataFrame, tokens, unique_tokens, n_boot: int = N_BOOT,
                   level: float = LEVEL, seed: int = 0, r_star: float = R_STAR,
-                  select: bool = True, progress: bool = False) -> dict:
-    """Final validation loss after training `tokens` tokens (array) on `unique_tokens` unique ones,
-    from trunk/final points (see the module docstring). Returns dict(val_loss, low, high: arrays;
-    method: str; fits: the point fits of each variant; drop_assumed: bool)."""
+                  sched: dict | None = None, tokens_per_iter: int | None = None,
+                  progress: bool = False) -> dict:
+    """Final validation loss of runs of `tokens` tokens (array) on `unique_tokens` unique ones, from
+    the points (see the module docstring). The runs follow `sched` at `tokens_per_iter` (default:
+    those of the points' longest run). Returns dict(val_loss, low, high: arrays; method: str;
+    fits: the point fit per setting; drop_assumed: bool)."""
     tokens = np.atleast_1d(np.asarray(tokens, dtype=float))
-    points, selected, miss = select_trunk(points, r_star) if select else (points, "", 0.0)
-    t = points[points["kind"] == "trunk"].reset_index(drop=True)
-    f = points[points["kind"] == "final"].reset_index(drop=True)
-    if len(t) >= 3 and len(f):
-        variants = ("ratio", "offset")
-    elif len(t) >= 3:
-        variants = ("trunk",)
-    elif len(f) >= 3:
-        variants = ("final",)
-    else:
-        fit_points(points)  # raises the "too few points" error
-    d_ref = float(effective_tokens(points["tokens"].to_numpy(float),
-                                   points["unique_tokens"].to_numpy(float), r_star).max())
-    fits = {v: fit_points(points, v, r_star, d_ref) for v in variants}
-    # Repetition beyond one epoch is extrapolated: R* is Muennighoff et al.'s fit on their data,
-    # so the interval also spans R*/2 (repeats worth less) to 4 R* (nearly as good as fresh).
+    pts = _usable(points)
+    fit_points(pts, r_star)  # raises the "too few points" error
+    pts, n_spikes = _despike(pts, r_star)
+    if sched is None and tokens_per_iter is None:
+        sched, tokens_per_iter = schedule_of(points)
+    tokens_per_iter = int(tokens_per_iter or schedule_of(points)[1])
+    iters = np.maximum(np.round(tokens / tokens_per_iter), 1)
+    y = pts["val_loss"].to_numpy(float)
+    d_ref = _d_ref(pts, r_star)
+    annealed_target = bool(sched) and sched.get("schedule") in ("cosine", "wsd") and float(
+        sched.get("min_lr_frac") or 0) < 0.5
     repeats = bool((tokens > np.asarray(unique_tokens, dtype=float)).any()
-                   or (points["tokens"] > points["unique_tokens"]).any())
+                   or (pts["tokens"] > pts["unique_tokens"]).any())
     r_stars = (r_star / 2, r_star, 4 * r_star) if repeats else (r_star,)
-    yt, yf = t["val_loss"].to_numpy(float), f["val_loss"].to_numpy(float)
-    # What the curve law itself misses (select_trunk's in-window forecast error), grown in
-    # proportion to how far beyond the last trunk eval each budget lies, in log tokens.
-    horizon = np.log(effective_tokens(tokens, unique_tokens, r_star)
-                     / float(effective_tokens(t["tokens"], t["unique_tokens"], r_star).max())) \
-        if len(t) else np.zeros_like(tokens)
-    extra = miss * np.clip(horizon, 0, None) / math.log(1 / HOLDOUT)
     rng = np.random.default_rng(seed)
-    draws = {}
+    draws, fits, anneal_known = {}, {}, True
     from tqdm.auto import tqdm
-    for _ in tqdm(range(n_boot), desc="bootstrap", disable=not progress, leave=False):
-        it, jf = rng.integers(0, len(t), len(t)), rng.integers(0, len(f), len(f))
-        for rs in r_stars:
-            # the bootstrap works on arrays: x = D'/d_ref per kind
-            xt = effective_tokens(t["tokens"].to_numpy(float)[it],
-                                  t["unique_tokens"].to_numpy(float)[it], rs) / d_ref
-            xf = effective_tokens(f["tokens"].to_numpy(float)[jf],
-                                  f["unique_tokens"].to_numpy(float)[jf], rs) / d_ref
-            for v in variants:
-                if v != "final" and len(np.unique(xt)) < 3:
-                    continue  # a resample with fewer than 3 distinct trunk points fits anything
-                if v == "final" and len(np.unique(xf)) < 3:
-                    continue
-                use_t = v in ("ratio", "offset", "trunk")
-                use_f = v in ("ratio", "offset", "final")
-                fit = _fit_xy(xt if use_t else xt[:0], yt[it] if use_t else yt[:0],
-                              xf if use_f else xf[:0], yf[jf] if use_f else yf[:0],
-                              v, d_ref, rs)
-                if v == "trunk":  # no completed run: the cooldown's worth is drawn from the range
-                    pred = fit.final(tokens, unique_tokens, rng.uniform(*DEFAULT_DROP_FRAC))
-                else:
-                    pred = fit.final(tokens, unique_tokens)
-                noise = rng.normal(0, 1, pred.shape) * np.hypot(fit.rmse, extra)
-                draws.setdefault((v, rs), []).append(pred + noise)
-    draws = {k: np.array(d) for k, d in draws.items() if len(d)}
-    if not draws:
-        raise FwlabError("the loss curve could not be fitted on any bootstrap sample; "
-                         "more evaluations are needed")
-    # centre: the median of the draws at R*; interval: the envelope of each variant's own interval
-    # (which variant holds is unknown; pooling their draws would cut off the tails of both)
-    mid = np.median(np.concatenate([d for (v, rs), d in draws.items() if rs == r_star]), axis=0)
+    settings = [(lam, rs) for lam in LAMBDAS for rs in r_stars]
+    for lam, rs in tqdm(settings, desc="bootstrap", disable=not progress, leave=False):
+        s1, s2 = features(pts, d_ref, rs, lam)
+        anneal_known = bool((s2 > 0).any())
+        base = _fit_arrays(s1, s2, y, lam, rs, d_ref, anneal_known)
+        fits[f"lambda={lam:g}, R*={rs:g}"] = base.to_dict()
+        t1, t2, c1 = budget_features(iters, tokens_per_iter, unique_tokens, sched, d_ref, rs, lam)
+        res = y - base.loss(s1, s2)
+        inflate = math.sqrt(len(y) / max(len(y) - (4 if anneal_known else 3), 1))
+        out = []
+        for _ in range(n_boot):
+            yb = base.loss(s1, s2) + rng.choice(res, len(y)) * inflate
+            f = _fit_arrays(s1, s2, yb, lam, rs, d_ref, anneal_known)
+            if anneal_known or not annealed_target:
+                pred = f.loss(t1, t2)
+            else:  # the cooldown's worth is unknown: the constant-LR curve minus an assumed gain
+                pred = f.loss(c1) * (1 - rng.uniform(*DEFAULT_DROP_FRAC))
+            out.append(pred + rng.normal(0, f.rmse, pred.shape))
+        draws[(lam, rs)] = np.array(out)
+        if not anneal_known and lam != LAMBDA:
+            draws.pop((lam, rs))  # λ only matters once the LR has come down
+    mid = np.median(draws[(LAMBDA, r_star)], axis=0)
     qs = [_quantiles(d, level) for d in draws.values()]
-    lo = np.min([q[1] for q in qs], axis=0)
-    hi = np.max([q[2] for q in qs], axis=0)
-    n_draws = sum(len(d) for d in draws.values())
-    if variants == ("trunk",):
-        method = (f"fit of the constant-LR curve on {len(t)} evals; no completed (annealed) run, "
-                  f"so the cooldown is ASSUMED to remove {DEFAULT_DROP_FRAC[0]:.0%}-"
-                  f"{DEFAULT_DROP_FRAC[1]:.0%} of the loss: finish one short cooldown branch to "
-                  f"measure it")
-    elif variants == ("final",):
-        method = f"fit of the final losses of {len(f)} completed runs"
+    lo, hi = np.min([q[1] for q in qs], axis=0), np.max([q[2] for q in qs], axis=0)
+    runs = pts["run"].nunique()
+    method = (f"annealing-aware law (Tissue et al. 2024) fitted to {len(pts)} evals of {runs} "
+              f"run(s)")
+    if n_spikes:
+        method += f" ({n_spikes} spike(s) dropped)"
+    if not anneal_known and annealed_target:
+        method += (f"; no evaluation after the LR came down, so the cooldown is ASSUMED to remove "
+                   f"{DEFAULT_DROP_FRAC[0]:.0%}-{DEFAULT_DROP_FRAC[1]:.0%} of the loss: finish "
+                   f"one short cooldown branch to measure it")
     else:
-        method = (f"joint fit of {len(t)} peak-LR evals and {len(f)} completed run(s) "
-                  f"(cooldown as a share of reducible loss, and as an offset)")
-    if selected:
-        method += f" ({selected})"
-    if extra.max() > 0:
-        method += (f"; plus the curve law's own error, {miss:.3f} nats per {1 / HOLDOUT:.2g}x "
-                   f"tokens on its past (±{extra.max():.3f} at the furthest budget)")
+        method += f"; λ={LAMBDA:g} (interval: {LAMBDAS[0]:g}-{LAMBDAS[-1]:g})"
     method += (f"; Muennighoff R*={r_star:g}" + (f" (interval: {r_stars[0]:g}-{r_stars[-1]:g})"
                                                   if repeats else "")
-               + f"; {level:.0%} bootstrap interval ({n_draws} draws)")
+               + f"; {level:.0%} residual-bootstrap interval "
+                 f"({sum(len(d) for d in draws.values())} draws)")
     return dict(val_loss=mid, low=lo, high=hi, method=method, fits=fits,
-                drop_assumed=variants == ("trunk",))
+                drop_assumed=not anneal_known and annealed_target)
 
 
 # --- published priors ----------------------------------------------------------------------------
@@ -494,15 +451,15 @@ def loss_forecast_for(budgets, tokens_per_iter: int, data_tokens: float, preset:
         points = load_points(*sources)
     if points is not None:
         if not len(points):
-            raise FwlabError(f"{', '.join(map(str, sources))}: no validation points to fit (no "
-                             f"evaluations at peak learning rate and no completed runs)")
+            raise FwlabError(f"{', '.join(map(str, sources))}: no validation evaluations to fit")
         st = source_settings(points)
         if st["presets"] and st["presets"] != [preset]:
             raise FwlabError(f"the curves in {', '.join(map(str, sources))} are of preset "
                              f"{'/'.join(st['presets'])}, the plan is for {preset}: pass --preset "
                              f"{st['presets'][0]}, or drop --from for the published prior")
+        sched, _ = schedule_of(points)  # the budgets follow the sources' schedule
         out = forecast_loss(points, tokens, data_tokens, n_boot=n_boot, level=level,
-                            progress=progress)
+                            sched=sched, tokens_per_iter=tokens_per_iter, progress=progress)
         out["basis"] = "curves"
         out["row_basis"] = ["forecast"] * len(tokens)
         if st["tokens_per_iter"] and st["tokens_per_iter"] != [int(tokens_per_iter)]:
@@ -607,16 +564,16 @@ TARGET_ABS_ERROR = 0.03
 
 def backtest(sweep_dir, frac: float = 0.3, n_boot: int = N_BOOT, level: float = LEVEL,
              r_star: float = R_STAR, seed: int = 0) -> dict:
-    """Forecast the final val loss of the sweep's longest budget from what was known when `frac` of
-    its iterations were done, and compare with the value it reached.
+    """Forecast the final val loss of the sweep's longest budget from what `frac` of its compute
+    can show, and compare with the value it reached.
 
-    Known then: its own peak-LR evaluations up to frac x its tokens, plus the final losses of runs
-    that had finished by that point in tokens (in a wsd sweep at the reference ratios, the 0.85-
-    epoch branch ends at 0.298 of the 2.85-epoch budget). `compute_frac` reports the compute those
-    points cost, the branches' cooldowns included, over the longest budget's. `strict` repeats the
-    forecast from the longest run's own evaluations alone (no finished run: assumed cooldown drop).
+    The compute is counted in iterations, frac x the budget's: the other runs that fit in it, the
+    shortest first (a WSD branch needs the trunk at its branch point; an independent run its whole
+    length), and the rest goes to the longest budget's own run (with its trunk). In a WSD sweep at
+    the reference ratios, that is the 0.85-epoch branch and the trunk up to its branch point plus
+    what is left. Only those runs' evaluations (the longest run's up to `cutoff_iter`) are used.
     Returns a dict with forecast, low, high, actual, error (forecast - actual), inside, passed
-    (|error| <= TARGET_ABS_ERROR and inside) and what was used."""
+    (|error| <= TARGET_ABS_ERROR and inside), compute_frac and what was used."""
     from fwlab.analysis import load_runs
     if not 0 < frac < 1:
         raise FwlabError(f"frac={frac}: must be in (0, 1)")
@@ -625,37 +582,37 @@ def backtest(sweep_dir, frac: float = 0.3, n_boot: int = N_BOOT, level: float = 
     if not len(fin):
         raise FwlabError(f"{sweep_dir}: no completed (annealed) run to backtest against")
     target = fin.loc[fin["tokens"].idxmax()]
-    cutoff = frac * float(target["tokens"])
-    lab = load_runs(sweep_dir)
-    runs = lab.runs.set_index("run")
-    # the target's own trunk: its evaluations, and its parent's up to its branch point
-    own = {target["run"]}
+    budget = frac * float(target["iter"])
+    runs = load_runs(sweep_dir).runs.set_index("run")
+    lineage = {target["run"]}
     par = runs.loc[target["run"]].get("parent_run")
     if isinstance(par, str) and par:
-        own.add(par)
-    trunk = pts[(pts["kind"] == "trunk") & (pts["tokens"] <= cutoff)]
-    done = fin[(fin["tokens"] <= cutoff) & (fin["run"] != target["run"])]
-    used = pd.concat([trunk, done], ignore_index=True)
-    U, T = float(target["unique_tokens"]), float(target["tokens"])
-    res = forecast_loss(used, T, U, n_boot=n_boot, level=level, seed=seed, r_star=r_star)
-    extra = sum(float(runs.loc[r, "iters_computed"]) * float(runs.loc[r, "tokens_per_iter"])
-                for r in done["run"] if pd.notna(runs.loc[r, "iters_computed"]))
-    out = dict(sweep=str(sweep_dir), run=target["run"], budget_iters=int(target["iter"]),
-               tokens=T, epochs=T / U, frac=frac, cutoff_iter=int(round(cutoff / float(
-                   target["tokens_per_iter"] or 1))),
-               actual=float(target["val_loss"]), **_verdict(res, float(target["val_loss"])),
-               n_trunk=int(len(trunk)), finals_used=sorted(done["run"].tolist()),
-               compute_frac=(cutoff + extra) / T, method=res["method"])
-    own_trunk = trunk[trunk["run"].isin(own)]
-    if len(own_trunk) >= 3:
-        s = forecast_loss(own_trunk, T, U, n_boot=n_boot, level=level, seed=seed, r_star=r_star)
-        out["strict"] = dict(n_trunk=int(len(own_trunk)), compute_frac=frac, method=s["method"],
-                             **_verdict(s, float(target["val_loss"])))
-    return jsonable(out)
-
-
-def _verdict(res: dict, actual: float) -> dict:
+        lineage.add(par)
+    others = []
+    for name, r in runs.iterrows():
+        if name in lineage or pd.isna(r["iters_computed"]) or name not in set(pts["run"]):
+            continue
+        start = int(r["branch_iter"]) if r.get("parent_run") in lineage and pd.notna(
+            r["branch_iter"]) else 0
+        others.append((start + int(r["iters_computed"]), start, int(r["iters_computed"]), name))
+    used, spent, reach = [], 0, 0
+    for _, start, length, name in sorted(others):
+        if max(reach, start) + spent + length <= budget:
+            used.append(name)
+            spent, reach = spent + length, max(reach, start)
+    cutoff = int(budget - spent)
+    known = pts[(pts["run"].isin(used))
+                | (pts["run"].isin(lineage) & (pts["iter"] <= cutoff))]
+    T, U = float(target["tokens"]), float(target["unique_tokens"])
+    res = forecast_loss(known, T, U, n_boot=n_boot, level=level, seed=seed, r_star=r_star,
+                        sched=target["sched"], tokens_per_iter=int(target["tokens_per_iter"]))
     f, lo, hi = float(res["val_loss"][0]), float(res["low"][0]), float(res["high"][0])
+    actual = float(target["val_loss"])
     inside = lo <= actual <= hi
-    return dict(forecast=f, low=lo, high=hi, error=f - actual, inside=bool(inside),
-                passed=bool(inside and abs(f - actual) <= TARGET_ABS_ERROR))
+    return jsonable(dict(
+        sweep=str(sweep_dir), run=target["run"], budget_iters=int(target["iter"]), tokens=T,
+        epochs=T / U, frac=frac, cutoff_iter=cutoff, compute_frac=(cutoff + spent) / float(
+            target["iter"]), runs_used=used,
+        n_points=int(len(known)), actual=actual, forecast=f, low=lo, high=hi, error=f - actual,
+        inside=bool(inside), passed=bool(inside and abs(f - actual) <= TARGET_ABS_ERROR),
+        method=res["method"]))
