@@ -43,8 +43,7 @@ optimistic end (repeated tokens as good as fresh, D' = D) to the pessimistic one
 
 `loss_forecast_for` gives the loss per budget for the plan and the claims checker: from curves
 when there are any (a budget the source completed in the same setting is its measured value),
-else the prior. `plateau` says whether a running run's validation loss is still falling (slope
-over its last evaluations against that slope's standard error).
+else the prior.
 `backtest` checks the whole loss method on a finished sweep: forecast the longest budget's final
 loss from what 30% of its compute can show, and compare with what it reached.
 """
@@ -355,13 +354,13 @@ def forecast_loss(points: pd.DataFrame, tokens, unique_tokens, n_boot: int = N_B
     repeats = bool((tokens > np.asarray(unique_tokens, dtype=float)).any()
                    or (pts["tokens"] > pts["unique_tokens"]).any())
     r_stars = (r_star / 2, r_star, 4 * r_star) if repeats else (r_star,)
+    anneal_known = bool((features(pts, d_ref, r_star)[1] > 0).any())
     rng = np.random.default_rng(seed)
-    draws, fits, anneal_known = {}, {}, True
+    draws, fits = {}, {}
     from tqdm.auto import tqdm
-    settings = [(lam, rs) for lam in LAMBDAS for rs in r_stars]
+    settings = [(lam, rs) for lam in (LAMBDAS if anneal_known else (LAMBDA,)) for rs in r_stars]
     for lam, rs in tqdm(settings, desc="bootstrap", disable=not progress, leave=False):
         s1, s2 = features(pts, d_ref, rs, lam)
-        anneal_known = bool((s2 > 0).any())
         base = _fit_arrays(s1, s2, y, lam, rs, d_ref, anneal_known)
         fits[f"lambda={lam:g}, R*={rs:g}"] = base.to_dict()
         t1, t2, c1 = budget_features(iters, tokens_per_iter, unique_tokens, sched, d_ref, rs, lam)
@@ -376,9 +375,7 @@ def forecast_loss(points: pd.DataFrame, tokens, unique_tokens, n_boot: int = N_B
             else:  # the cooldown's worth is unknown: the constant-LR curve minus an assumed gain
                 pred = f.loss(c1) * (1 - rng.uniform(*DEFAULT_DROP_FRAC))
             out.append(pred + rng.normal(0, f.rmse, pred.shape))
-        draws[(lam, rs)] = np.array(out)
-        if not anneal_known and lam != LAMBDA:
-            draws.pop((lam, rs))  # λ only matters once the LR has come down
+        draws[(lam, rs)] = np.array(out)  # (λ only matters once the LR has come down)
     mid = np.median(draws[(LAMBDA, r_star)], axis=0)
     qs = [_quantiles(d, level) for d in draws.values()]
     lo, hi = np.min([q[1] for q in qs], axis=0), np.max([q[2] for q in qs], axis=0)
@@ -487,62 +484,6 @@ def normal_z(level: float) -> float:
     """Two-sided normal quantile: a measured value's interval is ± z stderr at this level."""
     from scipy.stats import norm
     return float(norm.ppf(0.5 + level / 2))
-
-
-# --- plateau advice ------------------------------------------------------------------------------
-def plateau(evals: pd.DataFrame, last: int = 6, finished: bool = False) -> dict:
-    """Is a run's validation loss still falling? Least-squares slope of val_loss over iterations on
-    its `last` evaluations and that slope's standard error: plateaued when the slope is not
-    significantly negative (slope > -2 stderr). `finished`: the evals are a finished run's
-    peak-learning-rate phase, and the advice is about a longer budget rather than this run."""
-    ev = evals.dropna(subset=["val_loss"]).sort_values("iter").tail(last)
-    if len(ev) < 4:
-        return dict(plateaued=None, n=len(ev), advice=f"only {len(ev)} evaluations: too few to "
-                    f"judge a plateau (need 4)")
-    x, y = ev["iter"].to_numpy(float) / 1000, ev["val_loss"].to_numpy(float)
-    A = np.vstack([np.ones_like(x), x]).T
-    coef, *_ = np.linalg.lstsq(A, y, rcond=None)
-    resid = y - A @ coef
-    s2 = float(resid @ resid) / (len(x) - 2)
-    se = math.sqrt(s2 / float(((x - x.mean()) ** 2).sum()))
-    slope = float(coef[1])
-    flat = slope > -2 * se
-    span = (f"{slope:+.4f} ± {se:.4f} nats per 1k iterations over iterations "
-            f"{int(ev['iter'].iloc[0])}-{int(ev['iter'].iloc[-1])}")
-    if finished:
-        advice = (f"at peak learning rate it had plateaued ({span}): a longer budget buys little"
-                  if flat else f"at peak learning rate it was still improving ({span}): a longer "
-                               f"budget would still pay")
-    elif flat:
-        advice = (f"plateaued: {span}, not significantly falling; more iterations at this "
-                  f"learning rate buy little — cool down (anneal) now, or stop")
-    else:
-        advice = f"still improving: {span}; keep training"
-    return dict(plateaued=bool(flat), slope_per_1k_iters=slope, slope_stderr=se, n=len(ev),
-                first_iter=int(ev["iter"].iloc[0]), last_iter=int(ev["iter"].iloc[-1]),
-                advice=advice)
-
-
-def plateau_of(sources, last: int = 6) -> list[dict]:
-    """plateau() for every unfinished run in `sources` on its latest evaluations; when all have
-    finished, for the one with the most peak-LR evaluations (the trunk of a wsd sweep) on those."""
-    from fwlab.analysis import load_runs
-    lab = load_runs(*sources)
-    done = ("completed", "early_stopped", "diverged")
-    running = lab.runs[~lab.runs["status"].isin(done)]
-    out = []
-    for _, r in running.iterrows():
-        ev = lab.evals[(lab.evals["run"] == r["run"]) & lab.evals["own"]]
-        out.append(dict(run=r["run"], status=r["status"], **plateau(ev, last)))
-    if not out:
-        pts = load_points(*sources)
-        t = pts[pts["kind"] == "trunk"]
-        if len(t):
-            run = t.groupby("run").size().idxmax()
-            status = lab.runs.set_index("run").loc[run, "status"]
-            out.append(dict(run=run, status=status,
-                            **plateau(t[t["run"] == run], last, finished=True)))
-    return out
 
 
 def jsonable(o):

@@ -13,13 +13,18 @@ tokens of the 40m preset take ~15 minutes on a 2-core CPU) a shortened one of `i
 micro-steps is timed and scaled, the optimizer step timed on its own: seconds/iteration =
 accum · t_micro + t_opt, exact in expectation. MFU is reported against the device's dense bf16
 peak (fwlab.hardware) where that is known.
+
+Plateau advice (`plateau`, `plateau_of`): whether a running run's validation loss is still falling
+(slope over its last evaluations against that slope's standard error).
 """
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import numpy as np
+import pandas as pd
 
 from fwlab import forecast as fc
 from fwlab.errors import FwlabError
@@ -237,7 +242,7 @@ def plan(preset: str = "40m", data_tokens: float = 3.68e9, tokens_per_iter: int 
                recommendation=recommend(rows, min_gain_per_hour),
                sources=[str(s) for s in sources], plateau=[])
     if sources:
-        out["plateau"] = fc.plateau_of(sources)
+        out["plateau"] = plateau_of(sources)
     return fc.jsonable(out)
 
 
@@ -366,3 +371,59 @@ def main_plan(args) -> int:
         atomic_write_json(args.out, p)
     print(json.dumps(p, indent=2) if args.json else format_plan(p))
     return 0
+
+
+# --- plateau advice ------------------------------------------------------------------------------
+def plateau(evals: pd.DataFrame, last: int = 6, finished: bool = False) -> dict:
+    """Is a run's validation loss still falling? Least-squares slope of val_loss over iterations on
+    its `last` evaluations and that slope's standard error: plateaued when the slope is not
+    significantly negative (slope > -2 stderr). `finished`: the evals are a finished run's
+    peak-learning-rate phase, and the advice is about a longer budget rather than this run."""
+    ev = evals.dropna(subset=["val_loss"]).sort_values("iter").tail(last)
+    if len(ev) < 4:
+        return dict(plateaued=None, n=len(ev), advice=f"only {len(ev)} evaluations: too few to "
+                    f"judge a plateau (need 4)")
+    x, y = ev["iter"].to_numpy(float) / 1000, ev["val_loss"].to_numpy(float)
+    A = np.vstack([np.ones_like(x), x]).T
+    coef, *_ = np.linalg.lstsq(A, y, rcond=None)
+    resid = y - A @ coef
+    s2 = float(resid @ resid) / (len(x) - 2)
+    se = math.sqrt(s2 / float(((x - x.mean()) ** 2).sum()))
+    slope = float(coef[1])
+    flat = slope > -2 * se
+    span = (f"{slope:+.4f} ± {se:.4f} nats per 1k iterations over iterations "
+            f"{int(ev['iter'].iloc[0])}-{int(ev['iter'].iloc[-1])}")
+    if finished:
+        advice = (f"at peak learning rate it had plateaued ({span}): a longer budget buys little"
+                  if flat else f"at peak learning rate it was still improving ({span}): a longer "
+                               f"budget would still pay")
+    elif flat:
+        advice = (f"plateaued: {span}, not significantly falling; more iterations at this "
+                  f"learning rate buy little — cool down (anneal) now, or stop")
+    else:
+        advice = f"still improving: {span}; keep training"
+    return dict(plateaued=bool(flat), slope_per_1k_iters=slope, slope_stderr=se, n=len(ev),
+                first_iter=int(ev["iter"].iloc[0]), last_iter=int(ev["iter"].iloc[-1]),
+                advice=advice)
+
+
+def plateau_of(sources, last: int = 6) -> list[dict]:
+    """plateau() for every unfinished run in `sources` on its latest evaluations; when all have
+    finished, for the one with the most peak-LR evaluations (the trunk of a wsd sweep) on those."""
+    from fwlab.analysis import load_runs
+    lab = load_runs(*sources)
+    done = ("completed", "early_stopped", "diverged")
+    running = lab.runs[~lab.runs["status"].isin(done)]
+    out = []
+    for _, r in running.iterrows():
+        ev = lab.evals[(lab.evals["run"] == r["run"]) & lab.evals["own"]]
+        out.append(dict(run=r["run"], status=r["status"], **plateau(ev, last)))
+    if not out:
+        pts = fc.load_points(*sources)
+        t = pts[pts["kind"] == "trunk"]
+        if len(t):
+            run = t.groupby("run").size().idxmax()
+            status = lab.runs.set_index("run").loc[run, "status"]
+            out.append(dict(run=run, status=status,
+                            **plateau(t[t["run"] == run], last, finished=True)))
+    return out

@@ -198,10 +198,10 @@ def test_plateau_advice():
     rng = np.random.default_rng(0)
     flat = pd.DataFrame(dict(iter=it, val_loss=3.0 + rng.normal(0, 0.003, len(it))))
     falling = pd.DataFrame(dict(iter=it, val_loss=3.0 + 1 / np.sqrt(it) * 5))
-    assert F.plateau(flat)["plateaued"] is True
-    f = F.plateau(falling)
+    assert P.plateau(flat)["plateaued"] is True
+    f = P.plateau(falling)
     assert f["plateaued"] is False and f["slope_per_1k_iters"] < 0
-    assert F.plateau(flat.head(3))["plateaued"] is None
+    assert P.plateau(flat.head(3))["plateaued"] is None
 
 
 # --- claims --------------------------------------------------------------------------------------
