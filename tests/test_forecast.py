@@ -118,6 +118,39 @@ def test_fit_recovers_known_parameters(tmp_path):
     assert fit.rmse == pytest.approx(0.001, rel=0.5)
 
 
+def test_one_cosine_run_forecasts_a_longer_cosine_budget(tmp_path):
+    """A cosine run anneals from its start, so alone it shows the law's every term: its curve
+    forecasts the end of a run twice as long under the same schedule."""
+    cos = dict(SCHED, schedule="cosine")
+    U, tpi, n = 10_000_000, 4096, 200
+    lr, true = F.lr_fracs(cos, n), law_loss(np.arange(1, n + 1), n, tpi, U, sched=cos)
+    truth = float(law_loss([2 * n], 2 * n, tpi, U, sched=cos)[0])
+    inside = 0
+    for seed in range(5):
+        run = tmp_path / f"cos{seed}"
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps(dict(cos, preset="tiny", tokens_per_iter=tpi,
+                                                         max_iters=n, device="cpu")))
+        rng = np.random.default_rng(seed)
+        lines = [dict(kind="train", iter=i, tokens=i * tpi, epoch=i * tpi / U, lr=1e-3 * lr[i - 1],
+                      train_loss=4.0, tok_per_s=2500.0, elapsed_s=i) for i in range(1, n + 1)]
+        lines += [dict(kind="eval", iter=i, tokens=i * tpi, epoch=i * tpi / U, elapsed_s=i,
+                       val_loss=true[i - 1] + rng.normal(0, 0.002), val_loss_stderr=0.01)
+                  for i in range(5, n + 1, 5)]
+        lines.sort(key=lambda x: (x["iter"], x["kind"] == "eval"))
+        (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        (run / "final.json").write_text(json.dumps(dict(
+            status="completed", final_val_loss=lines[-1]["val_loss"], val_loss_stderr=0.01,
+            iters=n, tokens=n * tpi, epochs=n * tpi / U, wall_s=n, tok_per_s=2500.0)))
+        pts = F.load_points(run)
+        assert pts["kind"].iloc[-1] == "final" and (pts["kind"] == "anneal").any()
+        out = F.forecast_loss(pts, 2 * n * tpi, U, n_boot=40, seed=seed)  # its schedule, 2x long
+        assert out["val_loss"][0] == pytest.approx(truth, abs=0.03)
+        assert not out["drop_assumed"]
+        inside += out["low"][0] <= truth <= out["high"][0]
+    assert inside >= 4
+
+
 def test_constant_lr_points_leave_the_cooldown_unknown(tmp_path):
     sweep = write_sweep(tmp_path / "sw", budgets=(100, 400), eval_interval=10)
     pts = F.load_points(sweep)
