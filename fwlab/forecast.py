@@ -143,15 +143,15 @@ def _run_lr(cfg: dict, n: int, train: pd.DataFrame) -> tuple[np.ndarray, dict | 
     return tr["lr"].to_numpy()[np.clip(pos, 0, len(tr) - 1)] / peak, None
 
 
-def load_points(*sources) -> pd.DataFrame:
+def load_points(*sources, lab=None) -> pd.DataFrame:
     """One row per validation evaluation of every run in the sweep and/or run directories (a
     branch's own evaluations only, its parent's are the parent's rows): run, kind ('trunk' at peak
     LR, 'anneal' after the LR came down, 'final' the last of a run that completed an annealing
     schedule), iter, tokens, val_loss, val_loss_stderr, unique_tokens, tokens_per_iter, preset,
     max_iters, schedule, warmup (iterations), lr (the run's lr/peak per step, shared array) and
-    sched (its schedule fields, or None)."""
+    sched (its schedule fields, or None). `lab`: the sources already loaded (analysis.load_runs)."""
     from fwlab.analysis import load_runs
-    lab = load_runs(*sources)
+    lab = load_runs(*sources) if lab is None else lab
     rows = []
     for _, run in lab.runs.iterrows():
         cfg_path = Path(run["path"]) / "config.json"
@@ -208,8 +208,7 @@ class LawFit:
         return self.E + self.A * np.power(s1, -self.alpha) - c * np.asarray(s2)
 
     def to_dict(self) -> dict:
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-                for k, v in self.__dict__.items()}
+        return jsonable(dict(self.__dict__))
 
 
 def _solve(X: np.ndarray, y: np.ndarray):
@@ -298,17 +297,21 @@ def schedule_of(points: pd.DataFrame) -> tuple[dict | None, int]:
     return r["sched"], int(r["tokens_per_iter"])
 
 
-def budget_features(iters, tokens_per_iter: int, unique_tokens: float, sched: dict | None,
-                    d_ref: float, r_star: float = R_STAR, lam: float = LAMBDA):
-    """(S1, S2) at the end of runs of `iters` iterations under `sched` (None: constant LR), and S1
-    of the same runs at constant LR."""
-    out = np.zeros((3, len(iters)))
-    for k, n in enumerate(np.asarray(iters, dtype=int)):
-        n = max(int(n), 1)
-        ones = np.ones(n)
-        lr = lr_fracs(sched, n) if sched else ones
+def budget_lrs(iters, sched: dict | None) -> list[np.ndarray]:
+    """lr/peak per step of runs of `iters` iterations under `sched` (None: constant LR)."""
+    ns = [max(int(n), 1) for n in np.asarray(iters, dtype=int)]
+    return [lr_fracs(sched, n) if sched else np.ones(n) for n in ns]
+
+
+def budget_features(lrs, tokens_per_iter: int, unique_tokens: float, d_ref: float,
+                    r_star: float = R_STAR, lam: float = LAMBDA):
+    """(S1, S2) at the end of runs with these `budget_lrs`, and S1 of the same runs at constant
+    LR."""
+    out = np.zeros((3, len(lrs)))
+    for k, lr in enumerate(lrs):
+        n = len(lr)
         s1, s2 = areas(lr, tokens_per_iter, unique_tokens, [n], d_ref, r_star, lam)
-        c1, _ = areas(ones, tokens_per_iter, unique_tokens, [n], d_ref, r_star, lam)
+        c1, _ = areas(np.ones(n), tokens_per_iter, unique_tokens, [n], d_ref, r_star, lam)
         out[:, k] = s1[0], s2[0], c1[0]
     return out
 
@@ -319,11 +322,9 @@ def _quantiles(draws: np.ndarray, level: float):
 
 
 def _despike(pts: pd.DataFrame, r_star: float) -> tuple[pd.DataFrame, int]:
-    """Drop evaluations over OUTLIER_Z robust SDs (1.4826 x MAD) off a first fit."""
-    try:
-        fit = fit_points(pts, r_star)
-    except FwlabError:
-        return pts, 0
+    """Drop evaluations over OUTLIER_Z robust SDs (1.4826 x MAD) off a first fit (which raises
+    the "too few points" error)."""
+    fit = fit_points(pts, r_star)
     s1, s2 = features(pts, fit.d_ref, r_star)
     res = pts["val_loss"].to_numpy(float) - fit.loss(s1, s2)
     mad = 1.4826 * np.median(np.abs(res - np.median(res)))
@@ -340,13 +341,11 @@ def forecast_loss(points: pd.DataFrame, tokens, unique_tokens, n_boot: int = N_B
     those of the points' longest run). Returns dict(val_loss, low, high: arrays; method: str;
     fits: the point fit per setting; drop_assumed: bool)."""
     tokens = np.atleast_1d(np.asarray(tokens, dtype=float))
-    pts = _usable(points)
-    fit_points(pts, r_star)  # raises the "too few points" error
-    pts, n_spikes = _despike(pts, r_star)
+    pts, n_spikes = _despike(_usable(points), r_star)
     if sched is None and tokens_per_iter is None:
         sched, tokens_per_iter = schedule_of(points)
     tokens_per_iter = int(tokens_per_iter or schedule_of(points)[1])
-    iters = np.maximum(np.round(tokens / tokens_per_iter), 1)
+    lrs = budget_lrs(np.maximum(np.round(tokens / tokens_per_iter), 1), sched)
     y = pts["val_loss"].to_numpy(float)
     d_ref = _d_ref(pts, r_star)
     annealed_target = bool(sched) and sched.get("schedule") in ("cosine", "wsd") and float(
@@ -363,7 +362,7 @@ def forecast_loss(points: pd.DataFrame, tokens, unique_tokens, n_boot: int = N_B
         s1, s2 = features(pts, d_ref, rs, lam)
         base = _fit_arrays(s1, s2, y, lam, rs, d_ref, anneal_known)
         fits[f"lambda={lam:g}, R*={rs:g}"] = base.to_dict()
-        t1, t2, c1 = budget_features(iters, tokens_per_iter, unique_tokens, sched, d_ref, rs, lam)
+        t1, t2, c1 = budget_features(lrs, tokens_per_iter, unique_tokens, d_ref, rs, lam)
         res = y - base.loss(s1, s2)
         inflate = math.sqrt(len(y) / max(len(y) - (4 if anneal_known else 3), 1))
         out = []
@@ -518,13 +517,14 @@ def backtest(sweep_dir, frac: float = 0.3, n_boot: int = N_BOOT, level: float = 
     from fwlab.analysis import load_runs
     if not 0 < frac < 1:
         raise FwlabError(f"frac={frac}: must be in (0, 1)")
-    pts = load_points(sweep_dir)
+    lab = load_runs(sweep_dir)
+    pts = load_points(lab=lab)
     fin = pts[pts["kind"] == "final"]
     if not len(fin):
         raise FwlabError(f"{sweep_dir}: no completed (annealed) run to backtest against")
     target = fin.loc[fin["tokens"].idxmax()]
     budget = frac * float(target["iter"])
-    runs = load_runs(sweep_dir).runs.set_index("run")
+    runs = lab.runs.set_index("run")
     lineage = {target["run"]}
     par = runs.loc[target["run"]].get("parent_run")
     if isinstance(par, str) and par:
