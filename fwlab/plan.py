@@ -179,12 +179,14 @@ def plan(preset: str = "40m", data_tokens: float = 3.68e9, tokens_per_iter: int 
          compile: bool | None = None, micro_batch: int = 0, data: str | None = None,
          gpu: str | None = None, mfu_range=DEFAULT_MFU_RANGE,
          min_gain_per_hour: float = DEFAULT_MIN_GAIN_PER_HOUR, n_boot: int = fc.N_BOOT,
-         level: float = fc.LEVEL, progress: bool = True) -> dict:
+         level: float = fc.LEVEL, progress: bool = True, lab=None) -> dict:
     """Hours and predicted final val loss per budget, gain per extra hour, and a recommendation.
 
     Hours: `gpu` names a GPU from fwlab.hardware's table -> its peak x `mfu_range` (an interval);
     else `tok_per_s` when given, else measured here (measure_throughput). Loss: loss_forecast_for.
+    `lab`: the sources already loaded (analysis.load_runs), else they are loaded here, once.
     Returns a JSON-ready dict (see format_plan for what the keys mean)."""
+    from fwlab.analysis import load_runs
     from fwlab.config import parse_int_list
     if isinstance(budgets, str):
         budgets = parse_int_list(budgets, "--budgets")
@@ -215,8 +217,12 @@ def plan(preset: str = "40m", data_tokens: float = 3.68e9, tokens_per_iter: int 
             thr = dict(source="given", tok_per_s=float(tok_per_s), method="given by the user")
         hours = b * tokens_per_iter / thr["tok_per_s"] / 3600
         h_lo = h_hi = hours
+    points = None
+    if sources:
+        lab = load_runs(*sources) if lab is None else lab
+        points = fc.load_points(lab=lab)
     loss = fc.loss_forecast_for(budgets, tokens_per_iter, data_tokens, preset, sources,
-                             n_boot=n_boot, level=level, progress=progress)
+                                points=points, n_boot=n_boot, level=level, progress=progress)
     rows = []
     for i, it in enumerate(budgets):
         row = dict(budget=it, tokens=it * tokens_per_iter,
@@ -242,7 +248,7 @@ def plan(preset: str = "40m", data_tokens: float = 3.68e9, tokens_per_iter: int 
                recommendation=recommend(rows, min_gain_per_hour),
                sources=[str(s) for s in sources], plateau=[])
     if sources:
-        out["plateau"] = plateau_of(sources)
+        out["plateau"] = plateau_of(lab, points)
     return fc.jsonable(out)
 
 
@@ -345,10 +351,12 @@ def parse_mfu_range(s) -> list[float]:
 def main_plan(args) -> int:
     """`fwlab plan` (flags: fwlab/cli.py)."""
     from fwlab.utils import atomic_write_json
+    from fwlab.analysis import load_runs
     sources = list(args.from_ or [])
+    lab = load_runs(*sources) if sources else None
     preset, data_tokens, tpi = args.preset, args.data_tokens, args.tokens_per_iter
     if sources and None in (preset, data_tokens, tpi):  # defaults from the curves' own setting
-        st = fc.source_settings(fc.load_points(*sources))
+        st = fc.source_settings(fc.load_points(lab=lab))
         if preset is None and st["presets"]:
             preset = st["presets"][0]
         if data_tokens is None and st["unique_tokens"]:
@@ -366,7 +374,7 @@ def main_plan(args) -> int:
              tok_per_s=args.tok_per_s, measure_iters=args.measure_iters, device=args.device,
              dtype=args.dtype, compile=args.compile, micro_batch=args.micro_batch, data=args.data,
              gpu=args.gpu, mfu_range=mfu, min_gain_per_hour=args.min_gain_per_hour,
-             progress=not args.json)
+             progress=not args.json, lab=lab)
     if args.out:
         atomic_write_json(args.out, p)
     print(json.dumps(p, indent=2) if args.json else format_plan(p))
@@ -407,11 +415,10 @@ def plateau(evals: pd.DataFrame, last: int = 6, finished: bool = False) -> dict:
                 advice=advice)
 
 
-def plateau_of(sources, last: int = 6) -> list[dict]:
-    """plateau() for every unfinished run in `sources` on its latest evaluations; when all have
-    finished, for the one with the most peak-LR evaluations (the trunk of a wsd sweep) on those."""
-    from fwlab.analysis import load_runs
-    lab = load_runs(*sources)
+def plateau_of(lab, points: pd.DataFrame, last: int = 6) -> list[dict]:
+    """plateau() for every unfinished run of `lab` (analysis.load_runs) on its latest evaluations;
+    when all have finished, for the one with the most peak-LR evaluations among `points`
+    (forecast.load_points of the same runs: the trunk of a wsd sweep) on those."""
     done = ("completed", "early_stopped", "diverged")
     running = lab.runs[~lab.runs["status"].isin(done)]
     out = []
@@ -419,8 +426,7 @@ def plateau_of(sources, last: int = 6) -> list[dict]:
         ev = lab.evals[(lab.evals["run"] == r["run"]) & lab.evals["own"]]
         out.append(dict(run=r["run"], status=r["status"], **plateau(ev, last)))
     if not out:
-        pts = fc.load_points(*sources)
-        t = pts[pts["kind"] == "trunk"]
+        t = points[points["kind"] == "trunk"]
         if len(t):
             run = t.groupby("run").size().idxmax()
             status = lab.runs.set_index("run").loc[run, "status"]
