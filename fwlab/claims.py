@@ -171,7 +171,7 @@ def check_claims(claims_path, source, mfu_range=pl.DEFAULT_MFU_RANGE, n_boot: in
     else:
         from fwlab.analysis import load_runs
         lab = load_runs(src)
-        points = fc.load_points(src)
+        points = fc.load_points(lab=lab)
         presets, tpis = lab.runs["preset"].dropna(), lab.runs["tokens_per_iter"].dropna()
         have = dict(preset=presets.iloc[0] if len(presets) else None,
                     tokens_per_iter=int(tpis.iloc[0]) if len(tpis) else None,
