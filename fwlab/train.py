@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import json
 import math
 import os
 import random
@@ -54,7 +53,8 @@ from fwlab.data import TrainLoader, load_manifest, val_batches
 from fwlab.errors import FwlabError
 from fwlab.model import GPT
 from fwlab.schedule import lr_at, warmup_of
-from fwlab.utils import append_jsonl, atomic_write_json, atomic_write_text, iter_jsonl, read_json
+from fwlab.utils import (append_jsonl, atomic_write_json, atomic_write_text, iter_jsonl, jsonl_line,
+                         read_json)
 
 # Settings that change the maths of training (or what val_loss measures): a run may only be resumed
 # with the same values. Everything else (micro_batch, device, dtype, compile, eval/checkpoint
@@ -109,7 +109,7 @@ def _truncate_metrics(path: Path, last_iter: int) -> None:
     if not path.is_file():
         return
     kept = [line for line in iter_jsonl(path) if line.get("iter", 0) <= last_iter]
-    atomic_write_text(path, "".join(json.dumps(o, sort_keys=True) + "\n" for o in kept))
+    atomic_write_text(path, "".join(jsonl_line(o) for o in kept))  # as append_jsonl wrote them
 
 
 def _data_summary(data_dir, loader: TrainLoader) -> tuple[dict, str]:
@@ -300,9 +300,10 @@ def _train(cfg: TrainConfig, rank: int, world: int, device) -> dict:
                 "model": raw.state_dict(), "optimizer": optimizer.state_dict(),
                 "model_config": mc.to_dict(), "config": conf, "loader": loader.state_dict(),
                 "rng": rngs, "trainer": dict(st), "fwlab_version": __version__})
-            regular = [i for i in list_checkpoints(run) if i not in keep_at]
+            saved = list_checkpoints(run)
+            regular = [i for i in saved if i not in keep_at]
             for old in regular[:-cfg.keep_ckpts]:
-                (run / "ckpt" / f"ckpt_{old:07d}.pt").unlink(missing_ok=True)
+                saved[old].unlink(missing_ok=True)
 
     it, status, message, speeds = start, "completed", st["stopped"], []
     if message:  # resumed after an early stop whose final.json was not written yet

@@ -85,7 +85,12 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
             raise FwlabError(f"{path}:{i}: not valid JSON") from None
 
 
+def jsonl_line(obj: dict) -> str:
+    """One JSON object as a metrics.jsonl line (sorted keys, newline-terminated)."""
+    return json.dumps(obj, sort_keys=True) + "\n"
+
+
 def append_jsonl(f, obj: dict) -> None:
     """Append one JSON object as a line to an open text file and flush it to disk."""
-    f.write(json.dumps(obj, sort_keys=True) + "\n")
+    f.write(jsonl_line(obj))
     f.flush()
