@@ -93,10 +93,9 @@ def parse_count(s, name: str = "value") -> int:
 
 def _format(path: str) -> str:
     name = path.lower()
-    for suffix, fmt in ((".jsonl.gz", "jsonl"), (".jsonl", "jsonl"), (".json.gz", "json"), (".json", "json"),
-                        (".parquet", "parquet"), (".txt", "txt")):
+    for suffix in SUFFIXES:  # no suffix ends with another, so the order does not matter
         if name.endswith(suffix):
-            return fmt
+            return suffix.split(".")[1]
     raise FwlabError(f"{path}: unsupported file type; use {', '.join(SUFFIXES)} or hf:ORG/NAME")
 
 
@@ -253,12 +252,6 @@ def open_hf(name: str, config: str | None = None, data_files=None, split: str = 
 def _read_hf(ds, name: str):
     for i, row in enumerate(ds):
         yield _text_field(row, f"hf:{name} row {i}"), None, i
-
-
-def iter_hf(name: str, config: str | None = None, data_files=None):
-    """Texts of a dataset through `datasets` streaming (hub names, or e.g. "json" + data_files)."""
-    for text, _, _ in _read_hf(open_hf(name, config, data_files), name):
-        yield text
 
 
 def _open(specs, hf_config, data_files=None) -> list:

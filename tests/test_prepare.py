@@ -16,7 +16,7 @@ import tiktoken
 
 from fwlab.data import load_manifest, read_shard
 from fwlab.errors import FwlabError
-from fwlab.prepare import EOT, describe, iter_documents, iter_hf, parse_count, prepare
+from fwlab.prepare import EOT, describe, iter_documents, parse_count, prepare
 
 ENC = tiktoken.get_encoding("gpt2")
 
@@ -281,7 +281,7 @@ def test_every_local_format_and_the_datasets_path_read_the_same_texts(tmp_path, 
     assert list(iter_documents(str(tmp_path / "in"))) == texts  # a directory
     assert list(iter_documents(str(edu_sample))) == texts_of(edu_sample)
     # the `datasets` streaming code path (hub sources use it), run offline on local files
-    assert list(iter_hf("json", data_files=[str(edu_sample)])) == texts_of(edu_sample)
+    assert list(iter_documents("hf:json", data_files=[str(edu_sample)])) == texts_of(edu_sample)
     assert list(iter_documents("hf:parquet", data_files=[str(tmp_path / "in" / "c.parquet")])) == texts[6:9]
     m = prepare(str(tmp_path / "in" / "*"), tmp_path / "out", val_tokens=0, shard_tokens=1_000_000, progress=False)
     assert ENC.decode(stream(tmp_path / "out", "train").tolist()) == "".join("<|endoftext|>" + t for t in texts)
