@@ -67,15 +67,11 @@ def _maybe_json(path: Path) -> dict | None:
     return read_json(path) if path.is_file() else None
 
 
-def _points(run_dir: Path, key: str, cols: list[str]) -> pd.DataFrame:
+def _points(lines: list, key: str, cols: list[str]) -> pd.DataFrame:
     """The metrics.jsonl lines that have `key`, one row per iteration (a resume re-logs some
     iterations: the later line wins, it is what the finished run went through)."""
-    path = run_dir / "metrics.jsonl"
-    rows = []
-    if path.is_file():
-        for obj in iter_jsonl(path):
-            if isinstance(obj, dict) and key in obj and obj.get("iter") is not None:
-                rows.append({c: obj.get(c) for c in cols if c not in ("run", "own")})
+    rows = [{c: obj.get(c) for c in cols if c not in ("run", "own")} for obj in lines
+            if isinstance(obj, dict) and key in obj and obj.get("iter") is not None]
     df = pd.DataFrame(rows, columns=[c for c in cols if c not in ("run", "own")])
     df = df.astype(float)  # None -> NaN (e.g. an mfu or lr that was null)
     df = df.drop_duplicates("iter", keep="last").sort_values("iter", kind="stable")
@@ -112,8 +108,10 @@ def _read_run(run_dir: Path, entry: dict, sweep: dict | None, sweep_name: str) -
         iters_per_epoch=cfg.get("iters_per_epoch"),
         hellaswag_acc=hs.get("acc"), hellaswag_acc_norm=hs.get("acc_norm"), hellaswag_n=hs.get("n"),
     )
-    return dict(row=row, evals=_points(run_dir, "val_loss", _EVAL_COLS),
-                train=_points(run_dir, "train_loss", _TRAIN_COLS))
+    metrics = run_dir / "metrics.jsonl"
+    lines = list(iter_jsonl(metrics)) if metrics.is_file() else []  # the largest file: read once
+    return dict(row=row, evals=_points(lines, "val_loss", _EVAL_COLS),
+                train=_points(lines, "train_loss", _TRAIN_COLS))
 
 
 def _sources(path: Path) -> tuple[dict | None, list[tuple[Path, dict]]]:
@@ -590,8 +588,6 @@ def make_report(sweep, claims=None, log_x: bool = True) -> Path:
     """Execute notebooks/03_analysis.ipynb for a sweep (papermill) into SWEEP/report/: analysis.ipynb,
     report.html (no code cells), curves.png and summary.csv (those two written by the notebook).
     Returns the report directory."""
-    import importlib.util
-
     import nbformat
     import papermill as pm
     from nbconvert import HTMLExporter
@@ -603,12 +599,8 @@ def make_report(sweep, claims=None, log_x: bool = True) -> Path:
         claims = Path(claims).resolve()
         if not claims.is_file():
             raise FwlabError(f"{claims}: claims file not found")
-        if importlib.util.find_spec("fwlab.claims"):
-            from fwlab.claims import load_claims
-            load_claims(claims)  # a malformed claims file is the user's to fix: say so now
-        elif not importlib.util.find_spec("fwlab.forecast"):
-            print(f"warning: no claims checker in this fwlab; the report will say {claims} was "
-                  f"not checked", file=sys.stderr)
+        from fwlab.claims import load_claims
+        load_claims(claims)  # a malformed claims file is the user's to fix: say so now
     if not NOTEBOOK.is_file():
         raise FwlabError(f"{NOTEBOOK}: the analysis notebook is missing from this checkout")
     out = sweep_dir / "report"
