@@ -77,11 +77,14 @@ def resolve_checkpoint(run_dir, it: int | None = None) -> Path:
 
 def load_model(run_dir, it: int | None = None, device="cpu") -> tuple[GPT, dict]:
     """The run's GPT with the weights of checkpoint `it` (default: newest), in eval mode, and the
-    checkpoint dict (minus the model and optimizer states)."""
-    ck = load_checkpoint(resolve_checkpoint(run_dir, it), map_location=device)
+    checkpoint dict (minus the model and optimizer states) with `path`: the file the weights came
+    from (resolved once, so a checkpoint saved meanwhile by a running run cannot be named instead)."""
+    path = resolve_checkpoint(run_dir, it)
+    ck = load_checkpoint(path, map_location=device)
     model = GPT(GPTConfig(**ck["model_config"]))
     sd = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in ck["model"].items()}
     model.load_state_dict(sd)
     model.to(device).eval()
     meta = {k: v for k, v in ck.items() if k not in ("model", "optimizer")}
+    meta["path"] = str(path)
     return model, meta

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fwlab import hardware
-from fwlab.checkpoint import load_model, resolve_checkpoint
+from fwlab.checkpoint import load_model
 from fwlab.errors import FwlabError
 from fwlab.utils import atomic_write_json
 
@@ -226,12 +226,11 @@ def evaluate_run(run_dir, ckpt: int | None = None, data: str | None = None, limi
     if not run.is_dir():
         raise FwlabError(f"{run}: run directory not found")
     device = resolve_device(device)
-    path = resolve_checkpoint(run, ckpt)
     model, meta = load_model(run, ckpt, device)  # a bad checkpoint fails before any download
     examples, source = load_hellaswag(data, limit)
     t0 = time.time()
     res = hellaswag_eval(model, examples, device, batch_size, progress)
-    res.update(iter=int(meta["iter"]), ckpt=str(path), data=source, limit=limit, device=device,
+    res.update(iter=int(meta["iter"]), ckpt=meta["path"], data=source, limit=limit, device=device,
                n_params=model.num_params(), elapsed_s=round(time.time() - t0, 3))
     atomic_write_json(run / "eval_hellaswag.json", res)
     return res
@@ -324,7 +323,3 @@ def main_sample(a) -> int:
         print(text)
     return 0
 
-
-def main_export(a) -> int:
-    from fwlab.export import main_export as _main
-    return _main(a)

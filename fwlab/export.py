@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from fwlab.checkpoint import load_model, resolve_checkpoint
+from fwlab.checkpoint import load_model
 from fwlab.errors import FwlabError
 
 EOT = 50256
@@ -147,7 +147,6 @@ def export_hf(run_dir, out_dir, ckpt: int | None = None, overwrite: bool = False
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FwlabError(f"--out {out}: directory exists and is not empty; pass --overwrite to "
                          "replace it or choose another folder")
-    path = resolve_checkpoint(run, ckpt)
     model, meta = load_model(run, ckpt, "cpu")
     model.float()
     mc = model.config
@@ -164,7 +163,7 @@ def export_hf(run_dir, out_dir, ckpt: int | None = None, overwrite: bool = False
         if diff is not None and not diff < MAX_LOGIT_DIFF:
             raise RuntimeError(f"exported model disagrees with fwlab: max |logit diff| {diff:.3g}")
         from fwlab import __version__
-        info = {"run": str(run), "ckpt": str(path), "iter": int(meta["iter"]), "out": str(out),
+        info = {"run": str(run), "ckpt": meta["path"], "iter": int(meta["iter"]), "out": str(out),
                 "n_params": model.num_params(), "vocab_size": mc.vocab_size,
                 "n_positions": mc.block_size, "tokenizer": note is None, "tokenizer_note": note,
                 "max_abs_logit_diff": diff, "fwlab_version": __version__}

@@ -109,6 +109,7 @@ def test_run_directory_contract(base_run):
     assert sorted(list_checkpoints(run)) == [6, 12]
     model, meta = load_model(run, 12)
     assert meta["iter"] == 12 and model.num_params() == 3_327_744
+    assert meta["path"] == str(list_checkpoints(run)[12])  # the file the weights came from
 
 
 def test_finished_run_is_left_alone_and_other_maths_refused(base_run):
