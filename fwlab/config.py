@@ -13,7 +13,6 @@ import typing
 from dataclasses import dataclass, fields
 
 from fwlab.errors import FwlabError
-from fwlab.model import GPTConfig
 
 # Model presets. `40m` is the reference scenario's model (~41M parameters with tied embeddings);
 # `124m` is GPT-2 small for comparison with published figures; `mini`/`tiny` are CPU-scale.
@@ -88,6 +87,7 @@ class TrainConfig:
             v = getattr(self, k)
             if v is not None:
                 m[k] = v
+        from fwlab.model import GPTConfig  # here: importing torch costs ~1 s a command
         return GPTConfig(**m, dropout=self.dropout)
 
     def ckpt_at_iters(self) -> list[int]:
