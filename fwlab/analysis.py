@@ -514,23 +514,23 @@ def save_figure(fig, path, dpi: int = 120) -> bytes:
 
 
 # --- claims ----------------------------------------------------------------------------------------
-def claims_verdicts(claims, sweep_dir):
+def claims_verdicts(claims, sweep_dir, lab: Lab | None = None):
     """The claims file's verdicts against this sweep (fwlab.claims.check_claims: one row per claim)
-    as a DataFrame, or a message (str) saying why there are none."""
+    as a DataFrame, or a message (str) saying why there are none. `lab`: the sweep, loaded."""
     if claims is None:
         return "No claims file given (`fwlab report SWEEP --claims FILE.yaml`)."
     from fwlab.claims import check_claims
-    return check_claims(str(claims), str(sweep_dir))
+    return check_claims(str(claims), str(sweep_dir), lab=lab)
 
 
 # --- forecast backtest -----------------------------------------------------------------------------
-def backtest_summary(sweep_dir, frac: float = 0.3):
+def backtest_summary(sweep_dir, frac: float = 0.3, lab: Lab | None = None):
     """fwlab.forecast.backtest as a one-row table: the longest budget's final val loss forecast
     from the first `frac` of its compute, against the value it reached; or a message (str) saying
-    why the sweep cannot be backtested (e.g. no completed run)."""
+    why the sweep cannot be backtested (e.g. no completed run). `lab`: the sweep, loaded."""
     from fwlab.forecast import TARGET_ABS_ERROR, backtest
     try:
-        r = backtest(sweep_dir, frac=frac)
+        r = backtest(sweep_dir, frac=frac, lab=lab)
     except FwlabError as e:
         return f"No backtest: {e}"
     row = {"run": r["run"], "epochs": round(r["epochs"], 2),

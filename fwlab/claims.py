@@ -156,9 +156,10 @@ def _setting_mismatch(want: dict, have: dict) -> list[str]:
 
 
 def check_claims(claims_path, source, mfu_range=pl.DEFAULT_MFU_RANGE, n_boot: int = fc.N_BOOT,
-                 level: float = fc.LEVEL) -> pd.DataFrame:
+                 level: float = fc.LEVEL, lab=None) -> pd.DataFrame:
     """One row per claim (COLUMNS): claimed range, fwlab's value and interval, basis, verdict.
-    `source`: a sweep directory, a run directory, or a plan JSON from `fwlab plan --out`."""
+    `source`: a sweep directory, a run directory, or a plan JSON from `fwlab plan --out`; `lab`:
+    that directory already loaded (analysis.load_runs)."""
     cl = load_claims(claims_path)
     src = Path(source)
     if not src.exists():
@@ -170,7 +171,7 @@ def check_claims(claims_path, source, mfu_range=pl.DEFAULT_MFU_RANGE, n_boot: in
                     data_tokens=plan.get("data_tokens"))
     else:
         from fwlab.analysis import load_runs
-        lab = load_runs(src)
+        lab = load_runs(src) if lab is None else lab
         points = fc.load_points(lab=lab)
         presets, tpis = lab.runs["preset"].dropna(), lab.runs["tokens_per_iter"].dropna()
         have = dict(preset=presets.iloc[0] if len(presets) else None,

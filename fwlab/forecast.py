@@ -503,7 +503,7 @@ TARGET_ABS_ERROR = 0.03
 
 
 def backtest(sweep_dir, frac: float = 0.3, n_boot: int = N_BOOT, level: float = LEVEL,
-             r_star: float = R_STAR, seed: int = 0) -> dict:
+             r_star: float = R_STAR, seed: int = 0, lab=None) -> dict:
     """Forecast the final val loss of the sweep's longest budget from what `frac` of its compute
     can show, and compare with the value it reached.
 
@@ -512,12 +512,13 @@ def backtest(sweep_dir, frac: float = 0.3, n_boot: int = N_BOOT, level: float = 
     length), and the rest goes to the longest budget's own run (with its trunk). In a WSD sweep at
     the reference ratios, that is the 0.85-epoch branch and the trunk up to its branch point plus
     what is left. Only those runs' evaluations (the longest run's up to `cutoff_iter`) are used.
-    Returns a dict with forecast, low, high, actual, error (forecast - actual), inside, passed
-    (|error| <= TARGET_ABS_ERROR and inside), compute_frac and what was used."""
+    `lab`: the sweep already loaded (analysis.load_runs). Returns a dict with forecast, low, high,
+    actual, error (forecast - actual), inside, passed (|error| <= TARGET_ABS_ERROR and inside),
+    compute_frac and what was used."""
     from fwlab.analysis import load_runs
     if not 0 < frac < 1:
         raise FwlabError(f"frac={frac}: must be in (0, 1)")
-    lab = load_runs(sweep_dir)
+    lab = load_runs(sweep_dir) if lab is None else lab
     pts = load_points(lab=lab)
     fin = pts[pts["kind"] == "final"]
     if not len(fin):
