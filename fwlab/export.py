@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from fwlab.checkpoint import load_model
 from fwlab.errors import FwlabError
+from fwlab.utils import UMASK
 
 EOT = 50256
 N_TOKENS = 50257
@@ -152,8 +153,6 @@ def export_hf(run_dir, out_dir, ckpt: int | None = None, overwrite: bool = False
     mc = model.config
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
     try:
         hf_config(transformers, mc).save_pretrained(str(tmp))
         st.save_file(hf_state_dict(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
@@ -171,8 +170,8 @@ def export_hf(run_dir, out_dir, ckpt: int | None = None, overwrite: bool = False
         (tmp / "README.md").write_text(_readme(info))
         # mkdtemp/safetensors create owner-only modes; give the export ordinary permissions
         for f in tmp.iterdir():
-            os.chmod(f, 0o666 & ~umask)
-        os.chmod(tmp, 0o777 & ~umask)
+            os.chmod(f, 0o666 & ~UMASK)
+        os.chmod(tmp, 0o777 & ~UMASK)
         # swap in: an old export is moved aside first and removed only once the new one is in place
         old = None
         if out.is_dir() and any(out.iterdir()):

@@ -11,15 +11,15 @@ from typing import Any, Iterator
 from fwlab.errors import FwlabError
 
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+UMASK = os.umask(0)  # read once at import: setting it to read it is not thread-safe
+os.umask(UMASK)
 
 
 def _tmp_for(path: Path) -> Path:
     # same directory so os.replace is an atomic rename on the same filesystem; mkstemp makes the
     # file 0600, so give it the permissions a plain open() would have
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_UMASK)
+    os.fchmod(fd, 0o666 & ~UMASK)
     os.close(fd)
     return Path(name)
 
