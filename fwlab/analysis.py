@@ -30,7 +30,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from fwlab.errors import FwlabError
-from fwlab.utils import atomic_write_bytes, atomic_write_text, iter_jsonl, read_json
+from fwlab.utils import atomic_write_bytes, atomic_write_text, iter_jsonl, read_json, strip_ansi
 
 REPORT_FILES = ("analysis.ipynb", "report.html", "curves.png", "summary.csv")
 # summary.csv: one row per budget; these columns at least (contract), with final.json's numbers
@@ -616,7 +615,7 @@ def make_report(sweep, claims=None, log_x: bool = True) -> Path:
         except pm.PapermillExecutionError as e:
             failed = out / "analysis.failed.ipynb"
             os.replace(tmp, failed)  # papermill saved it before raising: keep it to read
-            why = re.sub(r"\x1b\[[0-9;]*m", "", f"{e.ename}: {e.evalue}")
+            why = strip_ansi(f"{e.ename}: {e.evalue}")
             raise FwlabError(f"{sweep_dir}: the analysis notebook failed ({why}); see the executed "
                              f"notebook {failed}") from None
         html, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True,

@@ -97,6 +97,7 @@ def _run_report(a):
 
 # --- fwlab plan / check-claims -------------------------------------------------------------------
 def _add_plan(sub):
+    from fwlab.config import DEVICES, DTYPES
     p = sub.add_parser("plan", help="hours and predicted loss per budget on this machine")
     p.add_argument("--preset", default=None,
                    help="model preset (default: the --from runs', else 40m)")
@@ -110,8 +111,8 @@ def _add_plan(sub):
                    help="micro-steps timed to measure this machine's tokens/s")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.add_argument("--out", default=None, help="also write the plan JSON here (for check-claims)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--dtype", default="auto", choices=DTYPES)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile while measuring (default: as training would decide)")
     p.add_argument("--micro-batch", type=int, default=0, help="0 = as training would pick")

@@ -48,7 +48,7 @@ from pathlib import Path
 from fwlab import schedule as sched
 from fwlab.config import TrainConfig, overrides_from_args, parse_int_list
 from fwlab.errors import FwlabError
-from fwlab.utils import atomic_write_json, iter_jsonl, read_json
+from fwlab.utils import atomic_write_json, iter_jsonl, read_json, strip_ansi
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "02_train.ipynb"
 MODES = ("independent", "wsd")
@@ -339,10 +339,9 @@ def notebook_args(cfg: dict, declared: set[str]) -> dict:
 def _short_error(e: BaseException) -> tuple[str, str]:
     """(one line, the last lines of the traceback) of a failed run, without terminal colours."""
     from papermill.exceptions import PapermillExecutionError
-    strip = lambda s: re.sub(r"\x1b\[[0-9;]*m", "", s)  # noqa: E731
     if isinstance(e, PapermillExecutionError):
-        first = f"{e.ename}: {strip(str(e.evalue)).strip()}"
-        tb = strip("\n".join(e.traceback or []))
+        first = f"{e.ename}: {strip_ansi(str(e.evalue)).strip()}"
+        tb = strip_ansi("\n".join(e.traceback or []))
     else:
         first = f"{type(e).__name__}: {str(e).strip()}"
         tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))

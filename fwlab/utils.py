@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -83,6 +84,11 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
             if i == len(lines):  # only the very last line may be torn by a kill
                 return
             raise FwlabError(f"{path}:{i}: not valid JSON") from None
+
+
+def strip_ansi(s: str) -> str:
+    """Text without terminal colour codes (tracebacks from a Jupyter kernel carry them)."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", s)
 
 
 def jsonl_line(obj: dict) -> str:
