@@ -558,3 +558,34 @@ def backtest(sweep_dir, frac: float = 0.3, n_boot: int = N_BOOT, level: float = 
         n_points=int(len(known)), actual=actual, forecast=f, low=lo, high=hi, error=f - actual,
         inside=bool(inside), passed=bool(inside and abs(f - actual) <= TARGET_ABS_ERROR),
         method=res["method"]))
+
+
+def seed_floor(sweep_dirs) -> dict:
+    """How well the longest budget's final loss can be told at all, across sweeps of one setting
+    that differ only in their training seed: the spread of that loss, and the error of a 'seed
+    oracle' that reads, per sweep, the shortest budget's final loss (inside a backtest's 30%) and
+    adds the mean gain from it to the longest budget that the *other* seeds reached. It knows those
+    seeds' outcomes, which no forecast does, so its errors are a floor to judge `backtest`'s by.
+    Returns dict(n, budgets, final_sd, rows: [dict(sweep, anchor, actual, oracle, error)])."""
+    rows, budgets = [], None
+    for s in sweep_dirs:
+        fin = load_points(s)
+        fin = fin[fin["kind"] == "final"].sort_values("tokens")
+        if len(fin) < 2:
+            raise FwlabError(f"{s}: a seed floor needs two completed (annealed) budgets, found "
+                             f"{len(fin)}")
+        b = (int(fin["iter"].iloc[0]), int(fin["iter"].iloc[-1]))
+        if budgets is not None and b != budgets:
+            raise FwlabError(f"{s}: budgets {b[0]}..{b[1]} iterations, the first sweep's "
+                             f"{budgets[0]}..{budgets[1]}: a seed floor compares one setting")
+        budgets = b
+        rows.append(dict(sweep=str(s), anchor=float(fin["val_loss"].iloc[0]),
+                         actual=float(fin["val_loss"].iloc[-1])))
+    if len(rows) < 3:
+        raise FwlabError(f"a seed floor needs sweeps of at least 3 seeds, got {len(rows)}")
+    gain = np.array([r["actual"] - r["anchor"] for r in rows])
+    for k, r in enumerate(rows):
+        r["oracle"] = r["anchor"] + float(np.delete(gain, k).mean())
+        r["error"] = r["oracle"] - r["actual"]
+    return jsonable(dict(n=len(rows), budgets=list(budgets),
+                         final_sd=float(np.std([r["actual"] for r in rows], ddof=1)), rows=rows))

@@ -347,3 +347,38 @@ def test_backtest_table_in_the_analysis(tmp_path):
     for name in ("b100", "b150", "b201"):
         (tmp_path / "sw" / "runs" / name / "final.json").unlink()
     assert analysis.backtest_summary(sweep).startswith("No backtest:")
+
+
+def test_seed_floor_of_sweeps_that_differ_by_an_offset(tmp_path):
+    """Seeds that only shift the whole curve: the oracle (short budget + the others' mean gain) is
+    exact up to the eval noise, and the spread of the finals is the shifts'."""
+    shifts = (0.0, 0.05, 0.1)
+    sweeps = [write_sweep(tmp_path / f"s{k}", budgets=(60, 100, 201), eval_interval=3, seed=k,
+                          noise=0.002, truth=dict(TRUTH, E=TRUTH["E"] + d))
+              for k, d in enumerate(shifts)]
+    fl = F.seed_floor(sweeps)
+    assert fl["n"] == 3 and fl["budgets"] == [60, 201]
+    assert fl["final_sd"] == pytest.approx(0.05, abs=0.005)
+    for r, d in zip(fl["rows"], shifts):
+        assert r["actual"] == pytest.approx(final_loss(201 * 4096, 290_000) + d, abs=0.01)
+        assert abs(r["error"]) < 0.01
+    # a seed whose cooldowns gain less: the oracle misses it by the difference of the gains
+    t_odd = dict(TRUTH, C=0.2)
+    odd = write_sweep(tmp_path / "odd", budgets=(60, 100, 201), eval_interval=3, seed=9,
+                      noise=0.002, truth=t_odd)
+
+    def gain(t):
+        return final_loss(201 * 4096, 290_000, t=t) - final_loss(60 * 4096, 290_000, t=t)
+    expected = gain(TRUTH) - gain(t_odd)
+    fl = F.seed_floor(sweeps + [odd])
+    assert abs(expected) > F.TARGET_ABS_ERROR and fl["rows"][-1]["error"] == pytest.approx(expected, abs=0.01)
+
+
+def test_seed_floor_refuses_mixed_settings_and_too_few_seeds(tmp_path):
+    a = write_sweep(tmp_path / "a", budgets=(60, 201), eval_interval=3)
+    b = write_sweep(tmp_path / "b", budgets=(60, 201), eval_interval=3, seed=1)
+    c = write_sweep(tmp_path / "c", budgets=(60, 150), eval_interval=3, seed=2)
+    with pytest.raises(FwlabError, match="at least 3 seeds"):
+        F.seed_floor([a, b])
+    with pytest.raises(FwlabError, match=r"budgets 60\.\.150.*60\.\.201"):
+        F.seed_floor([a, b, c])
