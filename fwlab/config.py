@@ -13,6 +13,7 @@ import typing
 from dataclasses import dataclass, fields
 
 from fwlab.errors import FwlabError
+from fwlab.utils import parse_count
 
 # Model presets. `40m` is the reference scenario's model (~41M parameters with tied embeddings);
 # `124m` is GPT-2 small for comparison with published figures; `mini`/`tiny` are CPU-scale.
@@ -105,7 +106,7 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 bad(name, "must be a positive integer")
         for name in ("micro_batch", "early_stop_patience", "hellaswag_every", "hellaswag_limit",
-                     "sample_every"):
+                     "sample_every", "seed"):  # numpy refuses a negative seed
             if getattr(self, name) < 0:
                 bad(name, "must be >= 0")
         for name in ("n_layer", "n_head", "n_embd", "block_size"):
@@ -160,20 +161,9 @@ class TrainConfig:
 
 
 def parse_int_list(s: str, name: str = "value") -> list[int]:
-    """'6000,10000' -> [6000, 10000]; accepts 1e4-style numbers; FwlabError on junk."""
-    out = []
-    for part in str(s).split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            v = float(part)
-        except ValueError:
-            raise FwlabError(f"{name}: {part!r} is not a number") from None
-        if v != int(v) or v < 0:
-            raise FwlabError(f"{name}: {part!r} is not a non-negative integer")
-        out.append(int(v))
-    return out
+    """'6000,10000' -> [6000, 10000]; each item a whole number >= 0 as utils.parse_count reads it
+    (1e4 and 10_000 too); FwlabError naming `name` and the item otherwise."""
+    return [parse_count(part.strip(), name) for part in str(s).split(",") if part.strip()]
 
 
 def _base_type(tp):
@@ -185,13 +175,12 @@ def _base_type(tp):
 
 
 def _to_int(s: str) -> int:
+    """An integer flag's value. argparse reports only ArgumentTypeError as a usage error (prefixed
+    with the flag); a FwlabError would escape parse_args as a traceback."""
     try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
-    if v != int(v):
-        raise argparse.ArgumentTypeError(f"{s!r} is not an integer")
-    return int(v)
+        return parse_count(s, "")
+    except FwlabError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_train_args(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (),
@@ -244,14 +233,7 @@ def _coerce(name: str, value, tp, optional: bool):
     if tp is bool:
         return value if isinstance(value, bool) else bad("True or False" + (" or None" if optional else ""))
     if tp is int:
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                bad("an integer")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-            bad("an integer")
-        return int(value)
+        return parse_count(value, f"parameter {name}")
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             bad("a number")
@@ -260,7 +242,8 @@ def _coerce(name: str, value, tp, optional: bool):
         except ValueError:
             bad("a number")
     if name == "ckpt_at" and isinstance(value, (list, tuple, int)) and not isinstance(value, bool):
-        return ",".join(str(int(v)) for v in (value if isinstance(value, (list, tuple)) else [value]))
+        return ",".join(str(parse_count(v, f"parameter {name}"))
+                        for v in (value if isinstance(value, (list, tuple)) else [value]))
     return value if isinstance(value, str) else bad("a string")
 
 

@@ -38,7 +38,6 @@ import heapq
 import io
 import itertools
 import json
-import math
 import multiprocessing as mp
 import os
 import time
@@ -53,7 +52,7 @@ from tqdm.auto import tqdm
 
 from fwlab.data import MANIFEST, write_shard
 from fwlab.errors import FwlabError
-from fwlab.utils import atomic_write_bytes, atomic_write_json, read_json
+from fwlab.utils import atomic_write_bytes, atomic_write_json, parse_count, read_json
 
 DEFAULT_SOURCE = "hf:HuggingFaceFW/fineweb-edu"
 DEFAULT_HF_CONFIG = "sample-10BT"
@@ -64,29 +63,6 @@ FORMAT = 1  # bump whenever the same input would give different shards
 CHUNK_BYTES = 1 << 19  # text per worker task: large enough that pickling costs little
 SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".parquet", ".txt")
 DELAY_ENV = "FWLAB_PREPARE_SHARD_DELAY"  # test hook: seconds to sleep after each shard write
-
-
-def parse_count(s, name: str = "value") -> int:
-    """A whole number >= 0 from 3680000000, "3.68e9", "100_000_000"; FwlabError otherwise."""
-    if isinstance(s, bool):
-        raise FwlabError(f"{name}: {s!r} is not a number")
-    if isinstance(s, (int, np.integer)):
-        value = int(s)
-    else:
-        text = str(s).strip()
-        try:
-            value = int(text)
-        except ValueError:
-            try:
-                f = float(text)
-            except ValueError:
-                raise FwlabError(f"{name}: {s!r} is not a number (examples: 10000000, 3.68e9)") from None
-            if not math.isfinite(f) or f != int(f):
-                raise FwlabError(f"{name}: {s!r} is not a whole number of tokens")
-            value = int(f)
-    if value < 0:
-        raise FwlabError(f"{name}: {s!r} must not be negative")
-    return value
 
 
 # ---------------------------------------------------------------------------- sources

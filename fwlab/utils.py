@@ -1,8 +1,9 @@
-"""Small shared helpers: atomic file writes, JSON lines, environment defaults."""
+"""Small shared helpers: atomic file writes, JSON lines, environment defaults, parsing counts."""
 from __future__ import annotations
 
 import contextlib
 import json
+import numbers
 import os
 import re
 import tempfile
@@ -84,6 +85,36 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
             if i == len(lines):  # only the very last line may be torn by a kill
                 return
             raise FwlabError(f"{path}:{i}: not valid JSON") from None
+
+
+def parse_count(value, name: str = "value") -> int:
+    """A whole number >= 0 from an int or from text such as "3680000000", "3.68e9", "100_000_000",
+    " 42 " or "200.0" (a float that is whole counts too). Anything else raises FwlabError naming
+    `name` and the value: text that is no number, a fraction, inf or nan, a negative number, a bool.
+
+    The one parser behind every count fwlab reads from a user (token counts, iteration lists,
+    integer flags and notebook parameters), so they all accept and refuse the same things."""
+    where = f"{name}: " if name else ""  # argparse names the flag itself
+    if isinstance(value, bool):  # True is an int to Python, but never a count
+        raise FwlabError(f"{where}{value!r} is not a number")
+    if isinstance(value, numbers.Integral):  # int and numpy integers
+        n = int(value)
+    else:
+        text = str(value).strip()
+        try:
+            n = int(text)  # exact however large; "100_000" too
+        except ValueError:
+            try:
+                f = float(text)  # "3.68e9", "1e6", "200.0"
+            except ValueError:
+                raise FwlabError(f"{where}{value!r} is not a number (e.g. 10000000, 1e7 or "
+                                 f"10_000_000)") from None
+            if not f.is_integer():  # false for fractions, inf and nan alike
+                raise FwlabError(f"{where}{value!r} is not a whole number")
+            n = int(f)
+    if n < 0:
+        raise FwlabError(f"{where}{value!r} must not be negative")
+    return n
 
 
 def strip_ansi(s: str) -> str:

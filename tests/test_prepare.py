@@ -16,7 +16,7 @@ import tiktoken
 
 from fwlab.data import load_manifest, read_shard
 from fwlab.errors import FwlabError
-from fwlab.prepare import EOT, describe, iter_documents, parse_count, prepare
+from fwlab.prepare import EOT, describe, iter_documents, prepare
 
 ENC = tiktoken.get_encoding("gpt2")
 
@@ -247,15 +247,6 @@ def test_max_tokens_must_be_positive(tmp_path, edu_sample, value):
     with pytest.raises(FwlabError, match="max_tokens"):
         prepare(str(edu_sample), tmp_path / "out", max_tokens=value, progress=False)
     assert not (tmp_path / "out").exists()
-
-
-def test_parse_count():
-    assert parse_count("3.68e9") == 3_680_000_000
-    assert parse_count("100_000_000") == parse_count("1e8") == parse_count(100_000_000) == 100_000_000
-    assert parse_count(" 42 ") == 42
-    for bad in ["abc", "1.5", "nan", "inf", "-3", "", True]:
-        with pytest.raises(FwlabError):
-            parse_count(bad, "max_tokens")
 
 
 def test_all_tokens_in_val_is_an_error(tmp_path, edu_sample):
