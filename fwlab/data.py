@@ -111,13 +111,18 @@ def train_tokens(data_dir: str | os.PathLike) -> int:
 
 # ---------------------------------------------------------------------------- windows
 
-def _window_counts(shards: list[np.ndarray], block_size: int) -> np.ndarray:
-    return np.array([max(0, (len(s) - 1) // block_size) for s in shards], dtype=np.int64)
+def _first_windows(shards: list[np.ndarray], block_size: int) -> np.ndarray:
+    """Windows numbered across shards in manifest order: entry s is the id of shard s's first
+    window, the last entry the total. A shard of n tokens holds floor((n - 1) / T) windows."""
+    counts = [max(0, (len(s) - 1) // block_size) for s in shards]
+    return np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
 
 
-def _gather(shards, shard_ids, starts, block_size):
-    """(n, T+1) int64 array of windows; window k starts at starts[k] in shards[shard_ids[k]]."""
-    out = np.empty((len(shard_ids), block_size + 1), dtype=np.int64)
+def _windows(shards, first: np.ndarray, ids: np.ndarray, block_size: int) -> np.ndarray:
+    """(n, T+1) int64 array of the windows with global ids `ids` (first from _first_windows)."""
+    shard_ids = np.searchsorted(first, ids, side="right") - 1  # skips shards without windows
+    starts = (ids - first[shard_ids]) * block_size
+    out = np.empty((len(ids), block_size + 1), dtype=np.int64)
     for k, (s, o) in enumerate(zip(shard_ids, starts)):
         out[k] = shards[s][o:o + block_size + 1]
     return out
@@ -143,13 +148,12 @@ class TrainLoader:
         self.data_dir, self.block_size, self.seed = str(data_dir), int(block_size), int(seed)
         self.rank, self.world_size = int(rank), int(world_size)
         self.shards = open_split(data_dir, "train")
-        counts = _window_counts(self.shards, self.block_size)
-        self.windows_per_epoch = int(counts.sum())
+        self._first = _first_windows(self.shards, self.block_size)
+        self.windows_per_epoch = int(self._first[-1])
         if self.windows_per_epoch == 0:
             n = sum(len(s) for s in self.shards)
             raise FwlabError(f"{data_dir}: {n} train tokens hold no window of block_size+1 = "
                              f"{self.block_size + 1} tokens; use more data or a smaller block")
-        self._first = np.concatenate([[0], np.cumsum(counts)])  # first window id of each shard
         self.tokens_per_epoch = self.windows_per_epoch * self.block_size
         self.pos = 0  # global windows consumed by all ranks together
         self._perm_epoch, self._perm = -1, None
@@ -182,9 +186,7 @@ class TrainLoader:
             raise FwlabError(f"batch size must be >= 1, got {n}")
         ids = self._window_ids(self.pos + self.rank * n, n)
         self.pos += n * self.world_size
-        shard = np.searchsorted(self._first, ids, side="right") - 1
-        starts = (ids - self._first[shard]) * self.block_size
-        return _to_xy(_gather(self.shards, shard, starts, self.block_size))
+        return _to_xy(_windows(self.shards, self._first, ids, self.block_size))
 
     def state_dict(self) -> dict:
         # plain ints/str only: it is stored in checkpoints loaded with torch.load(weights_only=True)
@@ -206,14 +208,11 @@ def val_batches(data_dir, block_size: int, eval_tokens: int, batch_size: int) ->
     if block_size < 1 or batch_size < 1:
         raise FwlabError(f"block_size and batch_size must be >= 1, got {block_size}, {batch_size}")
     shards = open_split(data_dir, "val")
-    counts = _window_counts(shards, block_size)
-    if counts.sum() == 0:
+    first = _first_windows(shards, block_size)
+    if first[-1] == 0:
         n = sum(len(s) for s in shards)
         raise FwlabError(f"{data_dir}: the val split has {n} tokens, less than one window of "
                          f"block_size+1 = {block_size + 1}; prepare with a larger --val-tokens")
-    want = max(1, min(int(eval_tokens) // block_size, int(counts.sum())))
-    shard_ids = np.repeat(np.arange(len(shards)), counts)[:want]
-    first = np.concatenate([[0], np.cumsum(counts)])
-    starts = (np.arange(want) - first[shard_ids]) * block_size
-    windows = _gather(shards, shard_ids, starts, block_size)
+    want = max(1, min(int(eval_tokens) // block_size, int(first[-1])))
+    windows = _windows(shards, first, np.arange(want), block_size)
     return [_to_xy(windows[i:i + batch_size]) for i in range(0, want, batch_size)]
