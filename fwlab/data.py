@@ -99,9 +99,11 @@ def load_manifest(data_dir: str | os.PathLike) -> dict:
     return manifest
 
 
-def open_split(data_dir: str | os.PathLike, split: str) -> list[np.ndarray]:
-    """Memory-maps of one split's shards, in manifest order, each header checked."""
-    manifest = load_manifest(data_dir)
+def open_split(data_dir: str | os.PathLike, split: str,
+               manifest: dict | None = None) -> list[np.ndarray]:
+    """Memory-maps of one split's shards, in manifest order, each header checked. `manifest`: the
+    directory's manifest already loaded (load_manifest), else it is read here."""
+    manifest = load_manifest(data_dir) if manifest is None else manifest
     return [read_shard(Path(data_dir) / s["file"], s["tokens"]) for s in manifest[split]["shards"]]
 
 
@@ -140,14 +142,15 @@ def _to_xy(windows: np.ndarray):
 class TrainLoader:
     """Windows of block_size + 1 training tokens, a fresh permutation per epoch, DDP-aware."""
 
-    def __init__(self, data_dir, block_size: int, seed: int = 1337, rank: int = 0, world_size: int = 1):
+    def __init__(self, data_dir, block_size: int, seed: int = 1337, rank: int = 0, world_size: int = 1,
+                 manifest: dict | None = None):
         if block_size < 1:
             raise FwlabError(f"block_size must be >= 1, got {block_size}")
         if world_size < 1 or not 0 <= rank < world_size:
             raise FwlabError(f"rank {rank} is not in 0..{world_size - 1} (world_size {world_size})")
         self.data_dir, self.block_size, self.seed = str(data_dir), int(block_size), int(seed)
         self.rank, self.world_size = int(rank), int(world_size)
-        self.shards = open_split(data_dir, "train")
+        self.shards = open_split(data_dir, "train", manifest)
         self._first = _first_windows(self.shards, self.block_size)
         self.windows_per_epoch = int(self._first[-1])
         if self.windows_per_epoch == 0:
@@ -201,13 +204,15 @@ class TrainLoader:
         self.pos = int(d["pos"])
 
 
-def val_batches(data_dir, block_size: int, eval_tokens: int, batch_size: int) -> list:
+def val_batches(data_dir, block_size: int, eval_tokens: int, batch_size: int,
+                manifest: dict | None = None) -> list:
     """A fixed validation set: the first eval_tokens // block_size windows of the val split in
     order (capped by what the split holds), as (x, y) int64 batches of batch_size (the last one
-    may be smaller). The same for every run on the same data, so val losses are comparable."""
+    may be smaller). The same for every run on the same data, so val losses are comparable.
+    `manifest`: as for open_split."""
     if block_size < 1 or batch_size < 1:
         raise FwlabError(f"block_size and batch_size must be >= 1, got {block_size}, {batch_size}")
-    shards = open_split(data_dir, "val")
+    shards = open_split(data_dir, "val", manifest)
     first = _first_windows(shards, block_size)
     if first[-1] == 0:
         n = sum(len(s) for s in shards)

@@ -112,9 +112,9 @@ def _truncate_metrics(path: Path, last_iter: int) -> None:
     atomic_write_text(path, "".join(jsonl_line(o) for o in kept))  # as append_jsonl wrote them
 
 
-def _data_summary(data_dir, loader: TrainLoader) -> tuple[dict, str]:
-    """(what config.json tells about the data, a fingerprint of the train and val shards)."""
-    m = load_manifest(data_dir)
+def _data_summary(data_dir, m: dict, loader: TrainLoader) -> tuple[dict, str]:
+    """(what config.json tells about the data, a fingerprint of the train and val shards) from
+    the data's manifest `m`."""
     shards = [s.get("sha256", "") for split in ("train", "val") for s in m[split]["shards"]]
     summary = {"dir": str(Path(data_dir).resolve()), "source": m.get("source"),
                "train_tokens": int(m["train"]["tokens"]), "val_tokens": int(m["val"]["tokens"]),
@@ -201,7 +201,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, device) -> dict:
     run, master = Path(cfg.out), rank == 0
     hardware.setup_device(device)
     mc = cfg.model_config()
-    loader = TrainLoader(cfg.data, mc.block_size, seed=cfg.seed, rank=rank, world_size=world)
+    manifest = load_manifest(cfg.data)  # read once: the loader, config.json and the val set use it
+    loader = TrainLoader(cfg.data, mc.block_size, seed=cfg.seed, rank=rank, world_size=world,
+                         manifest=manifest)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     raw = GPT(mc).to(device)
     if rank:
@@ -227,7 +229,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device) -> dict:
         parent={"run": str(Path(cfg.init_from).resolve()), "init_iter": cfg.init_iter}
         if cfg.init_from else None,
         iters_per_epoch=loader.tokens_per_epoch / cfg.tokens_per_iter)
-    conf["data_manifest"], conf["data_fingerprint"] = _data_summary(cfg.data, loader)
+    conf["data_manifest"], conf["data_fingerprint"] = _data_summary(cfg.data, manifest, loader)
     optimizer = raw.configure_optimizer(cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), device.type)
 
     # Existing run directory: refuse other maths, return a finished run, resume from the newest ckpt.
@@ -278,7 +280,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device) -> dict:
         from torch.nn.parallel import DistributedDataParallel as DDP
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     ctx = hardware.autocast(device, dtype)
-    val = val_batches(cfg.data, mc.block_size, cfg.eval_tokens, micro)
+    val = val_batches(cfg.data, mc.block_size, cfg.eval_tokens, micro, manifest)
     keep_at, fpt = set(cfg.ckpt_at_iters()), raw.flops_per_token()
     log = open(run / "metrics.jsonl", "a", encoding="utf-8") if master else None
     say = tqdm.write if master else (lambda *a, **k: None)

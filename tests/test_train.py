@@ -112,6 +112,14 @@ def test_run_directory_contract(base_run):
     assert meta["path"] == str(list_checkpoints(run)[12])  # the file the weights came from
 
 
+def test_the_data_manifest_is_read_once_per_run(tiny_data, tmp_path, monkeypatch):
+    import fwlab.data
+    reads, read_json = [], fwlab.data.read_json
+    monkeypatch.setattr(fwlab.data, "read_json", lambda path: reads.append(path) or read_json(path))
+    T.train(make_cfg(tiny_data, tmp_path / "once", max_iters=2, eval_interval=2, ckpt_interval=2))
+    assert [p.name for p in reads] == ["manifest.json"]
+
+
 def test_finished_run_is_left_alone_and_other_maths_refused(base_run):
     cfg, final = base_run
     before = (Path(cfg.out) / "metrics.jsonl").read_bytes()
