@@ -206,7 +206,12 @@ def peak_flops(device) -> float | None:
 def mfu(tok_per_s: float, flops_per_token: float, device) -> float | None:
     """Model FLOPs utilisation: achieved training FLOP/s over the device's bf16 dense peak (None if
     the peak is unknown). Several GPUs: pass per-GPU tokens/s."""
-    peak = peak_flops(device)
+    return mfu_at_peak(tok_per_s, flops_per_token, peak_flops(device))
+
+
+def mfu_at_peak(tok_per_s: float, flops_per_token: float, peak: float | None) -> float | None:
+    """mfu() against a peak already looked up (peak_flops): the trainer logs MFU every step and
+    asks the device for its name once per run."""
     if peak is None or tok_per_s is None:
         return None
     return tok_per_s * flops_per_token / peak

@@ -282,6 +282,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device) -> dict:
     ctx = hardware.autocast(device, dtype)
     val = val_batches(cfg.data, mc.block_size, cfg.eval_tokens, micro, manifest)
     keep_at, fpt = set(cfg.ckpt_at_iters()), raw.flops_per_token()
+    peak = hardware.peak_flops(device)  # once: MFU is logged on every step
     log = open(run / "metrics.jsonl", "a", encoding="utf-8") if master else None
     say = tqdm.write if master else (lambda *a, **k: None)
     say(f"fwlab train: {run}: {origin}; {cfg.preset} {conf['n_params'] / 1e6:.2f}M params on "
@@ -336,7 +337,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device) -> dict:
         if master:
             append_jsonl(log, dict(where, kind="train", train_loss=loss, grad_norm=norm,
                                    tok_per_s=tps, elapsed_s=st["elapsed_s"],
-                                   mfu=hardware.mfu(tps / world, fpt, device)))
+                                   mfu=hardware.mfu_at_peak(tps / world, fpt, peak)))
         bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}", refresh=False)
         bar.update(1)
 
@@ -398,7 +399,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device) -> dict:
         # = loader.epoch after iteration `it` (a diverged step has already drawn its batches)
         "epochs": (it * cfg.tokens_per_iter // mc.block_size) / loader.windows_per_epoch,
         "iters_computed": it - first, "init_from": cfg.init_from or None, "init_iter": cfg.init_iter,
-        "tok_per_s": tps, "mfu": hardware.mfu(tps / world, fpt, device) if tps else None,
+        "tok_per_s": tps, "mfu": hardware.mfu_at_peak(tps / world, fpt, peak) if tps else None,
         "n_params": conf["n_params"], "device_name": conf["device_name"],
         "checkpoint": str(resolve_checkpoint(run)) if list_checkpoints(run) else None,
         "fwlab_version": __version__,

@@ -24,6 +24,8 @@ def test_unknown_devices_have_no_peak():
         assert hardware.peak_flops(dev) is None
     assert hardware.mfu(1e6, 3e8, "cpu") is None
     assert hardware.mfu(1e6, 3e8, "NVIDIA H100 80GB HBM3") == pytest.approx(1e6 * 3e8 / 989.4e12)
+    assert hardware.mfu_at_peak(1e6, 3e8, 989.4e12) == hardware.mfu(1e6, 3e8, "NVIDIA H100 80GB HBM3")
+    assert hardware.mfu_at_peak(1e6, 3e8, None) is None and hardware.mfu_at_peak(None, 3e8, 1e12) is None
 
 
 def test_pick_micro_batch():

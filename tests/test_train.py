@@ -112,12 +112,15 @@ def test_run_directory_contract(base_run):
     assert meta["path"] == str(list_checkpoints(run)[12])  # the file the weights came from
 
 
-def test_the_data_manifest_is_read_once_per_run(tiny_data, tmp_path, monkeypatch):
+def test_the_manifest_and_the_device_peak_are_looked_up_once_per_run(tiny_data, tmp_path,
+                                                                      monkeypatch):
     import fwlab.data
     reads, read_json = [], fwlab.data.read_json
     monkeypatch.setattr(fwlab.data, "read_json", lambda path: reads.append(path) or read_json(path))
-    T.train(make_cfg(tiny_data, tmp_path / "once", max_iters=2, eval_interval=2, ckpt_interval=2))
-    assert [p.name for p in reads] == ["manifest.json"]
+    peaks, peak_flops = [], T.hardware.peak_flops
+    monkeypatch.setattr(T.hardware, "peak_flops", lambda dev: peaks.append(dev) or peak_flops(dev))
+    T.train(make_cfg(tiny_data, tmp_path / "once", max_iters=3, eval_interval=3, ckpt_interval=3))
+    assert [p.name for p in reads] == ["manifest.json"] and len(peaks) == 1
 
 
 def test_finished_run_is_left_alone_and_other_maths_refused(base_run):
