@@ -28,14 +28,11 @@ def _add_prepare(sub):
 
 def _run_prepare(a):
     from fwlab import prepare as P
-    source = a.source if a.source else P.DEFAULT_SOURCE
-    hf_config = a.hf_config
-    if hf_config is None and P.DEFAULT_SOURCE in ([source] if isinstance(source, str) else source):
-        hf_config = P.DEFAULT_HF_CONFIG
-    m = P.prepare(source, a.out, hf_config=hf_config,
-                  max_tokens=P.parse_count(a.max_tokens) if a.max_tokens is not None else None,
-                  val_tokens=P.parse_count(a.val_tokens), shard_tokens=P.parse_count(a.shard_tokens),
-                  workers=a.workers, overwrite=a.overwrite)
+    source, hf_config = P.default_source(a.source, a.hf_config)
+    # the counts stay text: prepare() parses them, naming the setting when one is bad
+    m = P.prepare(source, a.out, hf_config=hf_config, max_tokens=a.max_tokens,
+                  val_tokens=a.val_tokens, shard_tokens=a.shard_tokens, workers=a.workers,
+                  overwrite=a.overwrite)
     print(f"{a.out}: {m['train']['tokens']:,} train tokens, {m['val']['tokens']:,} val tokens")
 
 

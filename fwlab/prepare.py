@@ -245,6 +245,15 @@ def _as_list(source) -> list[str]:
     return [str(source)] if isinstance(source, (str, os.PathLike)) else [str(s) for s in source]
 
 
+def default_source(source=None, hf_config: str | None = None) -> tuple[str | list[str], str | None]:
+    """(source, hf_config) as the commands read them: no source means the default dataset, read
+    as its DEFAULT_HF_CONFIG sample unless a config is given (its own default is the whole set)."""
+    source = source or DEFAULT_SOURCE
+    if hf_config is None and DEFAULT_SOURCE in _as_list(source):
+        hf_config = DEFAULT_HF_CONFIG
+    return source, hf_config
+
+
 def iter_documents(source, hf_config: str | None = None, data_files=None):
     """The document texts of one or more sources, in the order prepare reads them."""
     for payload, path, lineno in itertools.chain.from_iterable(_open(_expand(_as_list(source)), hf_config, data_files)):

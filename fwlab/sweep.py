@@ -622,13 +622,10 @@ def main_demo(args) -> int:
     from fwlab import analysis, prepare as P
     t0 = time.time()
     out = Path(args.out)
-    source = args.source if args.source else P.DEFAULT_SOURCE
-    hf_config = (P.DEFAULT_HF_CONFIG
-                 if P.DEFAULT_SOURCE in ([source] if isinstance(source, str) else source) else None)
-    max_tokens = P.parse_count(args.max_tokens) if args.max_tokens is not None else None
+    source, hf_config = P.default_source(args.source)
     print(f"demo 1/3: preparing {source if isinstance(source, str) else ' '.join(source)} "
           f"into {out / 'data'}")
-    P.prepare(source, str(out / "data"), hf_config=hf_config, max_tokens=max_tokens,
+    P.prepare(source, str(out / "data"), hf_config=hf_config, max_tokens=args.max_tokens,
               val_tokens=DEMO_VAL_TOKENS)
     print(f"demo 2/3: wsd sweep, tiny model, budgets at {', '.join(map(str, DEMO_EPOCHS))} epochs "
           f"-> {out / 'sweep'}")

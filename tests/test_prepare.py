@@ -16,7 +16,8 @@ import tiktoken
 
 from fwlab.data import load_manifest, read_shard
 from fwlab.errors import FwlabError
-from fwlab.prepare import EOT, describe, iter_documents, prepare
+from fwlab.prepare import (DEFAULT_HF_CONFIG, DEFAULT_SOURCE, EOT, default_source, describe, iter_documents,
+                           prepare)
 
 ENC = tiktoken.get_encoding("gpt2")
 
@@ -247,6 +248,18 @@ def test_max_tokens_must_be_positive(tmp_path, edu_sample, value):
     with pytest.raises(FwlabError, match="max_tokens"):
         prepare(str(edu_sample), tmp_path / "out", max_tokens=value, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_reads_counts_as_text_and_the_default_dataset_as_its_sample(tmp_path, edu_sample, capsys):
+    from fwlab.cli import main
+    assert main(["prepare", "--source", str(edu_sample), "--out", str(tmp_path / "out"), "--workers", "1",
+                 "--max-tokens", "2e4", "--val-tokens", "5_000", "--shard-tokens", "1e4"]) == 0
+    config = load_manifest(tmp_path / "out")["config"]
+    assert (config["max_tokens"], config["val_tokens"], config["shard_tokens"], config["hf_config"]) == \
+        (20_000, 5_000, 10_000, None)
+    assert default_source(None) == (DEFAULT_SOURCE, DEFAULT_HF_CONFIG)
+    assert default_source([DEFAULT_SOURCE], "sample-100BT") == ([DEFAULT_SOURCE], "sample-100BT")
+    assert default_source([str(edu_sample)]) == ([str(edu_sample)], None)
 
 
 def test_all_tokens_in_val_is_an_error(tmp_path, edu_sample):
