@@ -11,7 +11,6 @@ validation set so that points from different iterations compare.
 """
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import math
@@ -39,10 +38,11 @@ def resolve_device(device="auto") -> str:
 
 
 def _autocast(device: str):
-    """bf16 autocast on CUDA (the model casts logits to fp32 for the loss); exact fp32 elsewhere."""
-    if torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """bf16 autocast on CUDA, as training resolves it there (the model casts logits to fp32 for
+    the loss); exact fp32 elsewhere."""
+    dev = torch.device(device)
+    dtype = hardware.resolve_dtype("auto", dev) if dev.type == "cuda" else "float32"
+    return hardware.autocast(dev, dtype)
 
 
 def tokenizer():
