@@ -574,13 +574,13 @@ def resolve_path(path) -> Path:
 
 
 def _check_sweep(sweep_dir: Path) -> None:
+    """A sweep directory, not a run directory (load_runs takes both, and lists the runs)."""
     if not sweep_dir.is_dir():
         raise FwlabError(f"{sweep_dir}: no such directory; pass a sweep directory made by "
                          f"`fwlab sweep`")
     if not (sweep_dir / "sweep.json").is_file():
         raise FwlabError(f"{sweep_dir}: no sweep.json here; pass a sweep directory made by "
                          f"`fwlab sweep`")
-    _sources(sweep_dir)  # raises when the sweep has no runs
 
 
 def make_report(sweep, claims=None, log_x: bool = True) -> Path:
@@ -593,7 +593,7 @@ def make_report(sweep, claims=None, log_x: bool = True) -> Path:
 
     sweep_dir = Path(sweep).resolve()
     _check_sweep(sweep_dir)
-    load_runs(sweep_dir)  # bad files fail here, with their name, before a kernel starts
+    load_runs(sweep_dir)  # no runs or bad files fail here, with their name, before a kernel starts
     if claims is not None:
         claims = Path(claims).resolve()
         if not claims.is_file():
