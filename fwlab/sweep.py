@@ -75,12 +75,6 @@ DEMO_CONFIG = dict(preset="tiny", tokens_per_iter=4 * 128, micro_batch=4, lr=3e-
 
 
 # --- the plan ------------------------------------------------------------------------------------
-def branch_iter(budget: int, cooldown_frac: float) -> int:
-    """Where budget B's cooldown starts (the schedule's own rule, so a branch's LR is the trunk's
-    up to there): the trunk iteration its branch starts from."""
-    return int(sched.cooldown_start(budget, cooldown_frac))
-
-
 def check_budgets(budgets, hint: str = "") -> list[int]:
     budgets = [int(b) for b in budgets]
     if not budgets:
@@ -141,7 +135,9 @@ def plan_sweep(mode: str, budgets, cooldown_frac: float = 0.2, warmup_iters: int
     w = int(warmup_iters) if warmup_iters is not None else sched.default_warmup(budgets[0])
     top = budgets[-1]
     trunk = run_name(top)
-    points = {b: branch_iter(b, cooldown_frac) for b in budgets[:-1]}
+    # each branch starts where its budget's cooldown starts, by the schedule's own rule, so its
+    # LR equals the trunk's up to that iteration
+    points = {b: sched.cooldown_start(b, cooldown_frac) for b in budgets[:-1]}
     for b, k in points.items():
         if k < 1 or k < w:
             raise FwlabError(f"budget {b}: its cooldown would start at iteration {k}, inside the "
