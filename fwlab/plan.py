@@ -330,11 +330,14 @@ def format_plan(p: dict) -> str:
     return "\n".join(lines)
 
 
-def _parse_count(s, flag: str) -> float:
+def _positive_number(s, flag: str) -> float:
+    """A finite number > 0 from a flag's text ("3.68e9", "524_288", "524,288")."""
     try:
         v = float(str(s).replace("_", "").replace(",", ""))
     except ValueError:
         raise FwlabError(f"{flag} {s!r}: not a number (e.g. 3.68e9)") from None
+    if not math.isfinite(v):
+        raise FwlabError(f"{flag} {s!r}: must be a finite number")
     if not v > 0:
         raise FwlabError(f"{flag} {s!r}: must be positive")
     return v
@@ -342,7 +345,7 @@ def _parse_count(s, flag: str) -> float:
 
 def parse_mfu_range(s) -> list[float]:
     """--mfu LOW,HIGH (fractions of the peak) -> [low, high], for plan and check-claims."""
-    mfu = [_parse_count(x, "--mfu") for x in str(s).split(",")]
+    mfu = [_positive_number(x, "--mfu") for x in str(s).split(",")]
     if len(mfu) != 2 or not all(0 < m <= 1 for m in mfu):
         raise FwlabError(f"--mfu {s}: give a range LOW,HIGH of fractions, e.g. 0.3,0.5")
     return mfu
@@ -365,11 +368,11 @@ def main_plan(args) -> int:
             tpi = st["tokens_per_iter"][0]
     if data_tokens is None:
         raise FwlabError("--data-tokens: give the number of unique training tokens (e.g. 3.68e9)")
-    n_tpi = _parse_count(524_288 if tpi is None else tpi, "--tokens-per-iter")
+    n_tpi = _positive_number(524_288 if tpi is None else tpi, "--tokens-per-iter")
     if n_tpi != int(n_tpi):
         raise FwlabError(f"--tokens-per-iter {tpi}: must be an integer")
     mfu = parse_mfu_range(args.mfu)
-    p = plan(preset=preset or "40m", data_tokens=_parse_count(data_tokens, "--data-tokens"),
+    p = plan(preset=preset or "40m", data_tokens=_positive_number(data_tokens, "--data-tokens"),
              tokens_per_iter=int(n_tpi), budgets=args.budgets, sources=sources,
              tok_per_s=args.tok_per_s, measure_iters=args.measure_iters, device=args.device,
              dtype=args.dtype, compile=args.compile, micro_batch=args.micro_batch, data=args.data,

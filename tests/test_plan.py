@@ -77,9 +77,23 @@ def test_plan_with_a_named_gpu_and_the_prior():
 
 def test_mfu_range_flag():
     assert P.parse_mfu_range("0.3,0.5") == [0.3, 0.5]
-    for bad in ("0.3", "0.3,1.5", "0,0.5", "a,0.5"):
+    for bad in ("0.3", "0.3,1.5", "0,0.5", "a,0.5", "nan,0.5", "0.3,inf"):
         with pytest.raises(FwlabError, match="--mfu"):
             P.parse_mfu_range(bad)
+
+
+@pytest.mark.parametrize("flag", ["--data-tokens", "--tokens-per-iter"])
+@pytest.mark.parametrize("value, why", [("inf", "finite"), ("nan", "finite"), ("-5", "positive"),
+                                        ("lots", "not a number")])
+def test_plan_refuses_bad_counts(flag, value, why):
+    import argparse
+    args = argparse.Namespace(from_=None, preset="tiny", data_tokens="1e6", tokens_per_iter="512",
+                              mfu="0.3,0.5", budgets="10", tok_per_s=1000.0, measure_iters=0,
+                              device="cpu", dtype="float32", compile=False, micro_batch=0,
+                              data=None, gpu=None, min_gain_per_hour=0.01, json=True, out=None)
+    setattr(args, flag[2:].replace("-", "_"), value)
+    with pytest.raises(FwlabError, match=f"{flag} .*{why}"):
+        P.main_plan(args)
 
 
 # --- the CLI -------------------------------------------------------------------------------------
