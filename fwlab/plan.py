@@ -179,12 +179,13 @@ def plan(preset: str = "40m", data_tokens: float = 3.68e9, tokens_per_iter: int 
          compile: bool | None = None, micro_batch: int = 0, data: str | None = None,
          gpu: str | None = None, mfu_range=DEFAULT_MFU_RANGE,
          min_gain_per_hour: float = DEFAULT_MIN_GAIN_PER_HOUR, n_boot: int = fc.N_BOOT,
-         level: float = fc.LEVEL, progress: bool = True, lab=None) -> dict:
+         level: float = fc.LEVEL, progress: bool = True, lab=None, points=None) -> dict:
     """Hours and predicted final val loss per budget, gain per extra hour, and a recommendation.
 
     Hours: `gpu` names a GPU from fwlab.hardware's table -> its peak x `mfu_range` (an interval);
     else `tok_per_s` when given, else measured here (measure_throughput). Loss: loss_forecast_for.
-    `lab`: the sources already loaded (analysis.load_runs), else they are loaded here, once.
+    `lab`, `points`: the sources already loaded (analysis.load_runs, forecast.load_points), else
+    they are loaded here, once.
     Returns a JSON-ready dict (see format_plan for what the keys mean)."""
     from fwlab.analysis import load_runs
     from fwlab.config import parse_int_list
@@ -217,10 +218,9 @@ def plan(preset: str = "40m", data_tokens: float = 3.68e9, tokens_per_iter: int 
             thr = dict(source="given", tok_per_s=float(tok_per_s), method="given by the user")
         hours = b * tokens_per_iter / thr["tok_per_s"] / 3600
         h_lo = h_hi = hours
-    points = None
     if sources:
         lab = load_runs(*sources) if lab is None else lab
-        points = fc.load_points(lab=lab)
+        points = fc.load_points(lab=lab) if points is None else points
     loss = fc.loss_forecast_for(budgets, tokens_per_iter, data_tokens, preset, sources,
                                 points=points, n_boot=n_boot, level=level, progress=progress)
     rows = []
@@ -357,9 +357,10 @@ def main_plan(args) -> int:
     from fwlab.analysis import load_runs
     sources = list(args.from_ or [])
     lab = load_runs(*sources) if sources else None
+    points = fc.load_points(lab=lab) if sources else None
     preset, data_tokens, tpi = args.preset, args.data_tokens, args.tokens_per_iter
     if sources and None in (preset, data_tokens, tpi):  # defaults from the curves' own setting
-        st = fc.source_settings(fc.load_points(lab=lab))
+        st = fc.source_settings(points)
         if preset is None and st["presets"]:
             preset = st["presets"][0]
         if data_tokens is None and st["unique_tokens"]:
@@ -377,7 +378,7 @@ def main_plan(args) -> int:
              tok_per_s=args.tok_per_s, measure_iters=args.measure_iters, device=args.device,
              dtype=args.dtype, compile=args.compile, micro_batch=args.micro_batch, data=args.data,
              gpu=args.gpu, mfu_range=mfu, min_gain_per_hour=args.min_gain_per_hour,
-             progress=not args.json, lab=lab)
+             progress=not args.json, lab=lab, points=points)
     if args.out:
         atomic_write_json(args.out, p)
     print(json.dumps(p, indent=2) if args.json else format_plan(p))
