@@ -38,6 +38,9 @@ if (REPO / ".." / "shared" / "tiktoken_cache").is_dir():
 sys.path.insert(0, str(REPO))
 
 
+DEFAULT_SEEDS = "1337,7,42,2026,31337"
+
+
 def make_sweep(out: Path, seed: int, eval_interval: int) -> Path:
     from fwlab.prepare import prepare
     from fwlab.sweep import DEMO_CONFIG, DEMO_EPOCHS, DEMO_VAL_TOKENS, run_sweep
@@ -58,8 +61,8 @@ def main(argv=None) -> int:
                     help="backtest these finished sweeps instead of running new ones")
     ap.add_argument("--out", default=str(REPO / "results" / "bench_forecast"))
     ap.add_argument("--seeds", default=None,
-                    help="training seeds, one sweep each (default without --sweep: "
-                         "1337,7,42,2026,31337)")
+                    help=f"training seeds, one sweep each (default without --sweep: "
+                         f"{DEFAULT_SEEDS})")
     ap.add_argument("--eval-interval", type=int, default=None,
                     help="evaluate every N iterations (default: fwlab demo's)")
     ap.add_argument("--frac", type=float, default=0.3)
@@ -72,7 +75,7 @@ def main(argv=None) -> int:
     from fwlab.utils import atomic_write_json
     every = a.eval_interval or DEMO_CONFIG["eval_interval"]
     sweeps = [Path(s) for s in a.sweep or []]
-    seeds = a.seeds if a.seeds is not None else ("" if a.sweep else "1337,7,42,2026,31337")
+    seeds = a.seeds if a.seeds is not None else ("" if a.sweep else DEFAULT_SEEDS)
     if seeds:
         for seed in [int(s) for s in seeds.split(",") if s.strip()]:
             t0 = time.time()
