@@ -175,13 +175,17 @@ class Log:
     facts: dict = field(default_factory=dict)    # model/data facts a source states
     _last: dict = field(default_factory=dict)
 
-    def add(self, table: str, it: int, lineno: int, line: str, **values) -> None:
+    def add(self, table: str, it: int, lineno: int, line: str, step: int | None = None,
+            **values) -> None:
+        """Record a point at fwlab iteration `it`; `step` is the number the log printed (when the
+        two differ), which errors quote."""
+        step = it if step is None else step
         prev = self._last.get(table)
-        if prev is not None and it <= prev:
-            word = "repeats" if it == prev else f"comes after step {prev}"
-            raise FwlabError(f"{self.name}:{lineno}: step {it} {word} (steps must increase; a "
+        if prev is not None and it <= prev[0]:
+            word = "repeats" if it == prev[0] else f"comes after step {prev[1]}"
+            raise FwlabError(f"{self.name}:{lineno}: step {step} {word} (steps must increase; a "
                              f"log of several runs? split it): {_short(line)!r}")
-        self._last[table] = it
+        self._last[table] = (it, step)
         getattr(self, table)[it] = values
 
     def lr(self, s: int, text: str, lineno: int, line: str) -> None:
@@ -227,7 +231,7 @@ def parse_llmc(name: str, lines: list[str]) -> Log:
             v = dict(train_loss=_number(kv["trl"], name, i, line))
             if "norm" in kv:
                 v["grad_norm"] = _number(kv["norm"], name, i, line)
-            log.add("trains", step + 1, i, line, **v)  # the batch of update step+1 (1-based)
+            log.add("trains", step + 1, i, line, step=step, **v)  # the batch of update step+1 (1-based)
             if "lr" in kv:
                 log.lr(step, kv["lr"], i, line)
         if "eval" in kv:
@@ -283,7 +287,7 @@ def parse_build_nanogpt(name: str, lines: list[str]) -> Log:
             if kind == "val":
                 log.add("evals", step, i, line, val_loss=v)
             elif kind == "train":
-                log.add("trains", step + 1, i, line, train_loss=v)
+                log.add("trains", step + 1, i, line, step=step, train_loss=v)
             else:
                 log.add("extras", step, i, line, hellaswag_acc_norm=v)
         elif s.startswith(("val:", "train:")):  # the nano-gpt variant of its stdout
@@ -302,7 +306,7 @@ def parse_build_nanogpt(name: str, lines: list[str]) -> Log:
                 log.add("evals", step, i, line, val_loss=v)
             else:
                 extra = {"grad_norm": _number(kv["norm"], name, i, line)} if "norm" in kv else {}
-                log.add("trains", step + 1, i, line, train_loss=v, **extra)
+                log.add("trains", step + 1, i, line, step=step, train_loss=v, **extra)
                 if "lr" in kv:
                     log.lr(step, kv["lr"], i, line)
     log.check_nonempty("build-nanogpt")
@@ -326,7 +330,7 @@ def parse_nanogpt(name: str, lines: list[str]) -> Log:
             if not m:
                 raise FwlabError(f"{name}:{i}: not a nanoGPT iter line (iter N: loss X, time ...): "
                                  f"{_short(line)!r}")
-            log.add("trains", int(m.group(1)) + 1, i, line,
+            log.add("trains", int(m.group(1)) + 1, i, line, step=int(m.group(1)),
                     train_loss=_number(m.group(2), name, i, line))
     log.check_nonempty("nanogpt")
     return log
@@ -844,7 +848,7 @@ def _reference_meta(run: dict, src, data: bytes, spec: dict) -> dict:
 
 
 def import_reference_run(src, out, overwrite: bool = False, with_trunk: bool = True,
-                         parent: str | None = None) -> dict:
+                         parent: str | None = None, train_tokens: int | None = None) -> dict:
     """One published curve (curve.csv + run.json, a folder or URL) -> run directory `out`. A
     branch found beside its trunk gets the trunk's points before its branch_step (with_trunk), so
     the run directory holds the whole curve."""
@@ -854,6 +858,7 @@ def import_reference_run(src, out, overwrite: bool = False, with_trunk: bool = T
     log, _ = _reference_log(run, rows, where)
     spec = _reference_spec(run, log)
     meta = _reference_meta(run, src, data, spec)
+    meta["train_tokens"] = train_tokens  # the published runs do not state their unique tokens
     if parent:  # a branch of a sweep: sweep.py's parent run name and the iteration it starts at
         meta.update(init_from=parent, branch_iter=int(run.get("branch_step") or 0))
     trunk_dir = None if is_url(src) or not run.get("branch_of") else \
@@ -918,7 +923,8 @@ def choose_budget_runs(runs: list[tuple[Path, dict]], cooldown_frac: float = 0.2
 
 def import_reference_group(root, group: str, out, cooldown_frac: float = 0.2,
                            cooldown_shape: str = "linear", overwrite: bool = False,
-                           progress: bool = True, budgets_only: bool = False) -> dict:
+                           progress: bool = True, budgets_only: bool = False,
+                           train_tokens: int | None = None) -> dict:
     """A published group (trunk, branches, other runs) -> a sweep directory in fwlab/sweep.py's wsd
     layout; returns its sweep.json. budgets_only: just the trunk and the budget runs."""
     from tqdm.auto import tqdm
@@ -942,7 +948,8 @@ def import_reference_group(root, group: str, out, cooldown_frac: float = 0.2,
         for d, run in tqdm(runs, desc=f"importing {group}", unit="run", disable=not progress):
             name = names[run["name"]]
             parent = names.get(run.get("branch_of")) if run.get("role") == "branch" else None
-            final = import_reference_run(d, tmp / "runs" / name, with_trunk=False, parent=parent)
+            final = import_reference_run(d, tmp / "runs" / name, with_trunk=False, parent=parent,
+                                         train_tokens=train_tokens)
             tpis.add(run.get("tokens_per_step"))
             k = int(run.get("branch_step") or 0) if parent else None
             entries.append(dict(
@@ -987,8 +994,10 @@ def import_source(fmt: str, src, out, group: str | None = None, **kw) -> dict:
     if fmt == "reference":
         if group:
             return import_reference_group(src, group, out, **{k: v for k, v in kw.items() if k in (
-                "cooldown_frac", "cooldown_shape", "overwrite", "progress", "budgets_only")})
-        return import_reference_run(src, out, overwrite=kw.get("overwrite", False))
+                "cooldown_frac", "cooldown_shape", "overwrite", "progress", "budgets_only",
+                "train_tokens")})
+        return import_reference_run(src, out, overwrite=kw.get("overwrite", False),
+                                    train_tokens=kw.get("train_tokens"))
     if group:
         raise FwlabError("--group is for the reference format only")
     return import_log(fmt, src, out, **{k: v for k, v in kw.items() if k in (
