@@ -256,7 +256,14 @@ def _add_import(sub):
     p.add_argument("--lr-schedule", default=None,
                    help="the schedule as a fwlab.schedule spec: JSON text or a .json file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    add_train_args(p, skip=tuple(f.name for f in fields(TrainConfig) if f.name not in IMPORT_FLAGS))
+    p.add_argument("--tokens-per-iter", default=None,
+                   help="tokens per iteration (unknown when not given, unless the source states it)")
+    p.add_argument("--max-iters", default=None,
+                   help="planned iterations (default: what the source states, else unknown)")
+    # the schedule flags of `fwlab train`; a flag left out takes fwlab train's default
+    add_train_args(p, skip=tuple(f.name for f in fields(TrainConfig)
+                                 if f.name not in IMPORT_FLAGS or f.name in ("tokens_per_iter",
+                                                                              "max_iters")))
     p.set_defaults(func=_run_import)
 
 
@@ -273,8 +280,10 @@ def _run_import(a):
             spec = json.loads(text)
         except json.JSONDecodeError as e:
             raise FwlabError(f"--lr-schedule: not JSON (line {e.lineno}: {e.msg})") from None
-    flags = {k: getattr(a, k) for k in importers.IMPORT_FLAGS if getattr(a, k, None) is not None}
     count = (lambda v, n: None if v is None else parse_count(v, n))
+    a.tokens_per_iter = count(a.tokens_per_iter, "--tokens-per-iter")
+    a.max_iters = count(a.max_iters, "--max-iters")
+    flags = {k: getattr(a, k) for k in importers.IMPORT_FLAGS if getattr(a, k, None) is not None}
     res = importers.import_source(
         a.format, a.src, a.out, group=a.group, flags=flags, lr_schedule=spec,
         params=count(a.params, "--params"), dataset=a.dataset, val_set=a.val_set,

@@ -937,8 +937,11 @@ def import_reference_group(root, group: str, out, cooldown_frac: float = 0.2,
     names = _short_names([r["name"] for _, r in runs])
     budgets = choose_budget_runs(runs, cooldown_frac, cooldown_shape)
     if not budgets:
-        raise FwlabError(f"--group {group}: no WSD run with a validation curve to stand for a "
-                         f"budget; import its runs one by one instead")
+        train_only = all((r.get("curve") or {}).get("loss_column") == "train_loss" for _, r in runs)
+        why = ("its curves are training loss only (the source published no validation loss)"
+               if train_only else "no WSD run with a validation curve to stand for a budget")
+        raise FwlabError(f"--group {group}: {why}; import its runs one by one instead "
+                         f"(fwlab import reference {root}/runs/NAME --out RUN)")
     trunks = [r for _, r in runs if r.get("role") == "trunk"]
     if budgets_only:
         runs = [(d, r) for d, r in runs if r.get("role") == "trunk" or r["name"] in budgets]

@@ -245,7 +245,10 @@ def lr_array(spec: dict, n: int) -> np.ndarray:
 
 def spec_from_config(cfg) -> dict:
     """The spec of a fwlab TrainConfig (or its config.json dict): lr_array(spec, n) equals
-    [lr_at(i, cfg) for i in range(n)] exactly."""
+    [lr_at(i, cfg) for i in range(n)] exactly. A config.json dict that carries its own spec
+    (`lr_schedule`, as an imported run's does) gives that spec."""
+    if isinstance(cfg, dict) and cfg.get("lr_schedule") is not None:
+        return validate_spec(cfg["lr_schedule"])
     get = (lambda k, d=None: cfg.get(k, d)) if isinstance(cfg, dict) else (
         lambda k, d=None: getattr(cfg, k, d))
     from fwlab.config import TrainConfig

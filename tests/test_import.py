@@ -189,6 +189,9 @@ def test_nanogpt_stdout(tmp_path):
     assert (cfg["schedule"], cfg["lr"], cfg["warmup_iters"], cfg["cooldown_shape"]) == \
         ("cosine", 1e-3, 100, "linear")
     assert points(tmp_path / "run", "train", "lr")[1] == pytest.approx(1e-3 / 100)
+    # the config.json's own spec is what spec_from_config reads back
+    from fwlab.schedule import spec_from_config
+    assert spec_from_config(cfg) == cfg["lr_schedule"]
 
 
 def test_csv_format(tmp_path):
@@ -272,6 +275,10 @@ def test_reference_group_gives_a_sweep_with_four_budgets(tmp_path):
         assert v == float(rows[-1]["val_loss"])
     assert table["gain"].iloc[1] == pytest.approx(table["final_val_loss"].iloc[0] -
                                                   table["final_val_loss"].iloc[1])
+    # a group of training-loss curves has no decision table to give
+    with pytest.raises(FwlabError, match="training loss only"):
+        I.import_reference_group(REF, "luo2025-mpl-25m", tmp_path / "luo", progress=False)
+    assert not (tmp_path / "luo").exists()
     # a branch's curve is its trunk's before branch_iter, then its own
     ev = lab.evals[lab.evals["run"] == "wsd-linear-0.2_25000"]
     assert ev["iter"].min() == 0 and ev["iter"].max() == 24800
