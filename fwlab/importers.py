@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import math
 import os
@@ -125,7 +124,7 @@ def _refuse_html(name: str, data: bytes, forced: bool = False) -> None:
 def _lines(name: str, data: bytes) -> list[str]:
     _refuse_html(name, data)
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")  # a byte-order mark (spreadsheet CSVs) is not text
     except UnicodeDecodeError as e:
         line = data[:e.start].count(b"\n") + 1
         raise FwlabError(f"{name}:{line}: not UTF-8 text (byte {data[e.start]:#x}); is this a "

@@ -196,7 +196,7 @@ def test_nanogpt_stdout(tmp_path):
 
 def test_csv_format(tmp_path):
     src = tmp_path / "curve.csv"
-    src.write_text("step,tokens,val_loss,lr,train_loss\n0,0,10.9,,\n100,409600,6.51,0.0006,6.6\n"
+    src.write_text("\ufeffstep,tokens,val_loss,lr,train_loss\n0,0,10.9,,\n100,409600,6.51,0.0006,6.6\n"
                    "200,819200,5.25,0.0006,5.3\n")
     I.import_log("csv", src, tmp_path / "run")
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())

@@ -197,7 +197,7 @@ def test_with_total_steps_retargets_the_family():
 
 @NEED_REF
 def test_with_total_steps_on_published_schedules():
-    # Schaipp et al.: the 1-sqrt/linear WSD at 25k with cooldown 0.2 retargeted to 50k is the 50k run
+    # Schaipp et al.: the linear WSD (cooldown 0.2) and the cosine moved to 50k are their 50k runs
     def sch(name):
         return json.loads((REF / "runs" / name / "run.json").read_text())["schedule"]
     for a, b in [("schaipp124m_lr0.001_wsd-linear-0.2_25000", "schaipp124m_lr0.001_wsd-linear-0.2_50000"),
