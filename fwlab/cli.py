@@ -222,13 +222,90 @@ def _run_demo(a):
     return sweep.main_demo(a)
 
 
+# --- fwlab import --------------------------------------------------------------------------------
+def _add_import(sub):
+    from dataclasses import fields
+
+    from fwlab.config import TrainConfig, add_train_args
+    from fwlab.importers import FORMATS, IMPORT_FLAGS
+    p = sub.add_parser(
+        "import", help="turn another trainer's log or a published curve into a run (or sweep) "
+                       "directory",
+        description="Read a training log (a path or an http(s) URL) into an ordinary run "
+                    "directory (config.json, metrics.jsonl, final.json) that report, plan --from "
+                    "and check-claims --from read like a run fwlab trained. The learning-rate "
+                    "schedule comes from --lr-schedule, else the schedule flags, else the log's "
+                    "own learning rates. What the log does not state stays unknown (null).",
+        epilog="examples: fwlab import llmc main.log --out runs/llmc --tokens-per-iter 524288; "
+               "fwlab import reference ../shared/data/reference-curves --group "
+               "schaipp2025-124m-lr0.001 --out results/schaipp")
+    p.add_argument("format", choices=FORMATS)
+    p.add_argument("src", help="the log file or URL; for reference: a curve folder (curve.csv + "
+                               "run.json), or the reference-curves folder with --group")
+    p.add_argument("--out", required=True, help="run directory to write (a sweep with --group)")
+    p.add_argument("--group", default=None, help="reference format: assemble this group's runs "
+                                                 "into a sweep directory")
+    p.add_argument("--budgets-only", action="store_true",
+                   help="with --group: only the trunk and the budget runs (per horizon the WSD "
+                        "run whose cooldown is closest to --cooldown-frac, default 0.2)")
+    p.add_argument("--params", default=None, help="model parameters (unknown when not given)")
+    p.add_argument("--dataset", default=None, help="the training data (unknown when not given)")
+    p.add_argument("--val-set", default=None, help="what the val loss was measured on")
+    p.add_argument("--train-tokens", default=None,
+                   help="unique training tokens, for epochs (unknown when not given)")
+    p.add_argument("--lr-schedule", default=None,
+                   help="the schedule as a fwlab.schedule spec: JSON text or a .json file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--tokens-per-iter", default=None,
+                   help="tokens per iteration (unknown when not given, unless the source states it)")
+    p.add_argument("--max-iters", default=None,
+                   help="planned iterations (default: what the source states, else unknown)")
+    # the schedule flags of `fwlab train`; a flag left out takes fwlab train's default
+    add_train_args(p, skip=tuple(f.name for f in fields(TrainConfig)
+                                 if f.name not in IMPORT_FLAGS or f.name in ("tokens_per_iter",
+                                                                              "max_iters")))
+    p.set_defaults(func=_run_import)
+
+
+def _run_import(a):
+    import json
+    from pathlib import Path
+
+    from fwlab import importers
+    from fwlab.utils import parse_count
+    spec = None
+    if a.lr_schedule:
+        text = Path(a.lr_schedule).read_text() if Path(a.lr_schedule).is_file() else a.lr_schedule
+        try:
+            spec = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise FwlabError(f"--lr-schedule: not JSON (line {e.lineno}: {e.msg})") from None
+    count = (lambda v, n: None if v is None else parse_count(v, n))
+    a.tokens_per_iter = count(a.tokens_per_iter, "--tokens-per-iter")
+    a.max_iters = count(a.max_iters, "--max-iters")
+    flags = {k: getattr(a, k) for k in importers.IMPORT_FLAGS if getattr(a, k, None) is not None}
+    res = importers.import_source(
+        a.format, a.src, a.out, group=a.group, flags=flags, lr_schedule=spec,
+        params=count(a.params, "--params"), dataset=a.dataset, val_set=a.val_set,
+        train_tokens=count(a.train_tokens, "--train-tokens"), overwrite=a.overwrite,
+        cooldown_frac=flags.get("cooldown_frac", 0.2),
+        cooldown_shape=flags.get("cooldown_shape", "linear"), budgets_only=a.budgets_only)
+    if a.group:
+        print(f"sweep: {Path(a.out) / 'sweep.json'} ({len(res['runs'])} runs, budgets "
+              f"{', '.join(f'{b:,}' for b in res['budgets'])})")
+    else:
+        v = res.get("final_val_loss")
+        print(f"run: {a.out} ({res['status']}, {res['iters']:,} steps, final val loss "
+              f"{'n/a' if v is None else v})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fwlab import __version__
     parser = argparse.ArgumentParser(prog="fwlab", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"fwlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_prepare, _add_train, _add_sweep, _add_report, _add_plan, _add_check_claims,
-                _add_eval, _add_sample, _add_export, _add_demo):
+                _add_eval, _add_sample, _add_export, _add_demo, _add_import):
         add(sub)
     return parser
 
