@@ -176,6 +176,22 @@ def pick_micro_batch(tokens_per_iter: int, block_size: int, world_size: int, req
     return micro, per_rank // micro
 
 
+def resolve_run(cfg, device: torch.device, n_params: int, world_size: int = 1,
+                tokens_to_train: int | None = None) -> dict:
+    """The one rule for what a run of `cfg` (a TrainConfig) uses on `device`: its autocast dtype,
+    torch.compile decision and micro-batch (training and `fwlab plan`'s measurement both ask here).
+    `tokens_to_train` (default: what this run computes, from init_iter to max_iters) feeds the
+    compile decision. Returns dict(dtype, compile, micro_batch, grad_accum_steps)."""
+    mc = cfg.model_config()
+    if tokens_to_train is None:
+        tokens_to_train = (cfg.max_iters - (cfg.init_iter or 0)) * cfg.tokens_per_iter
+    micro, accum = pick_micro_batch(cfg.tokens_per_iter, mc.block_size, world_size,
+                                    cfg.micro_batch, micro_batch_cap(mc, device, n_params))
+    return dict(dtype=resolve_dtype(cfg.dtype, device),
+                compile=resolve_compile(cfg.compile, device, tokens_to_train),
+                micro_batch=micro, grad_accum_steps=accum)
+
+
 # --- peak FLOPs and MFU --------------------------------------------------------------------------
 def gpu_entry(name: str | None) -> tuple[str, float] | None:
     """The peak-table entry (pattern, dense bf16 FLOP/s) a GPU name falls under, or None."""

@@ -58,3 +58,10 @@ def lr_at(it: int, cfg) -> float:
         # written so that progress 0 gives exactly `peak`: a branch's first step sees the trunk's LR
         return peak - (peak - floor) * decayed
     raise ValueError(f"unknown schedule {cfg.schedule!r}")
+
+
+def is_annealed(schedule: str | None, min_lr_frac) -> bool:
+    """Whether a run of this schedule ends annealed: its learning rate comes down to less than half
+    its peak by the last step (cosine or WSD to a floor below 0.5 x lr). Such a run's final loss is
+    a budget's result; a constant-LR run's is only a point on the way."""
+    return schedule in ("cosine", "wsd") and float(min_lr_frac or 0) < 0.5
