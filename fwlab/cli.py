@@ -17,7 +17,7 @@ from fwlab.config import DEVICES, DTYPES, add_train_args, config_from_args
 from fwlab.errors import FwlabError
 from fwlab.utils import resolve_path
 
-# argument names that hold paths (fwlab prepare's --source also takes hf:ORG/NAME and globs)
+# argument names that hold paths (fwlab prepare resolves its --source itself: hf:ORG/NAME, globs)
 PATH_ARGS = ("out", "data", "run", "sweep", "sources", "claims", "csv", "from_", "init_from",
              "hellaswag_data")
 

@@ -211,7 +211,7 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
     for f in fields(TrainConfig):
         v = getattr(args, f.name, None)
         if v is not None:
-            setattr(cfg, f.name, v)
+            setattr(cfg, f.name, str(resolve_path(v)) if f.name in _PATH_FIELDS and v else v)
     return cfg
 
 

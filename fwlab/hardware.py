@@ -20,6 +20,7 @@ only on the config, so a resumed run makes the same one. `benchmarks/bench_train
 from __future__ import annotations
 
 import contextlib
+import platform
 import re
 import shutil
 
@@ -126,7 +127,6 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type == "cpu":
-        import platform
         return platform.processor() or platform.machine() or "cpu"
     return device.type
 

@@ -58,7 +58,7 @@ from fwlab.config import TrainConfig, overrides_from_args, parse_int_list
 from fwlab.data import train_tokens as data_train_tokens
 from fwlab.errors import FwlabError
 from fwlab.records import code_record
-from fwlab.runs import ENDED, FINISHED, MetricsTail, last_iter, read_final, read_sweep
+from fwlab.runs import ENDED, FINISHED, MetricsTail, last_iter, load_runs, read_final, read_sweep
 from fwlab.utils import asset, atomic_write_json, resolve_path, strip_ansi
 
 NOTEBOOK = asset("notebooks", "02_train.ipynb")
@@ -564,7 +564,6 @@ def main_from_args(args) -> int:
 def main_demo(args) -> int:
     """`fwlab demo`: prepare data, the CPU-scale replica of the reference sweep, then the report."""
     from fwlab import prepare as P, report  # here: the main job sits above the sweep it runs
-    from fwlab.runs import load_runs
     t0 = time.time()
     out = resolve_path(args.out)
     source, hf_config = P.default_source(args.source)

@@ -344,6 +344,22 @@ def test_relative_paths_are_from_the_repository_root(tmp_path, monkeypatch, repo
     assert resolve_path("runs/b6") == tmp_path.resolve() / "runs" / "b6"
 
 
+def test_a_missing_data_directory_names_the_path_tried_and_the_right_fix(tmp_path, monkeypatch,
+                                                                          repo_root):
+    from fwlab.config import notebook_config
+    from fwlab.data import load_manifest
+    monkeypatch.chdir(repo_root / "notebooks")
+    cfg = notebook_config({"data_dir": "results/no-such-data", "run_dir": "results/r"})
+    with pytest.raises(FwlabError) as e:
+        load_manifest(cfg.data)
+    assert str(e.value).startswith(f"{repo_root / 'results' / 'no-such-data'}: no prepared data")
+    assert "create it with: fwlab prepare" in str(e.value)
+    sw = make_sweep(tmp_path / "ind", "independent")  # a folder of something else: no such advice
+    with pytest.raises(FwlabError, match="not a prepared data directory") as e:
+        load_manifest(sw)
+    assert "create it with" not in str(e.value) and str(sw) in str(e.value)
+
+
 def test_two_sweeps_together_keep_their_runs_apart(tmp_path):
     lab = load_runs(make_sweep(tmp_path / "wsd", "wsd"),
                              make_sweep(tmp_path / "ind", "independent"))
