@@ -464,3 +464,12 @@ def test_fwlab_report_opens_each_file_of_the_sweep_once(tmp_path, repo_root):
                    if p.is_file() and "report" not in p.relative_to(sw).parts)
     assert len(files) == 10  # sweep.json + 3 runs x (config.json, metrics.jsonl, final.json)
     assert sorted(opened) == files  # each once
+
+
+def test_check_claims_uses_the_lab_it_is_given(tmp_path, monkeypatch, repo_root):
+    from fwlab import claims
+    lab = load_runs(make_sweep(tmp_path / "wsd", "wsd"))
+    monkeypatch.setattr(claims, "load_runs", lambda *a: pytest.fail("the sweep was loaded again"))
+    df = claims.check_claims(repo_root / "examples" / "claims_40m_fineweb_edu.yaml", lab=lab)
+    assert len(df) and set(df["verdict"]) <= {"too optimistic", "too pessimistic", "consistent",
+                                              "unchecked"}

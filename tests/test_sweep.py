@@ -269,10 +269,11 @@ def test_branches_of_a_failed_trunk_are_skipped(sweeps_root, tiny_data):
 
 
 def test_report_summary_equals_final_json(wsd_sweep):
-    analysis = pytest.importorskip("fwlab.analysis")
     import pandas as pd
+
+    from fwlab import report
     out, _ = wsd_sweep
-    analysis.make_report(out)
+    report.make_report(out)
     summary = pd.read_csv(out / "report" / "summary.csv").set_index("max_iters")
     assert sorted(summary.index) == [8, 12, 16]
     for b in (8, 12, 16):
