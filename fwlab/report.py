@@ -349,7 +349,7 @@ def make_report(sources, claims=None, log_x: bool = True, out=None) -> Path:
     Returns the report directory."""
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
-    sources = [resolve_path(s) for s in sources]
+    sources = [resolve_path(s).resolve() for s in sources]
     if not sources:
         raise FwlabError("give a sweep directory or run directories to report on")
     for d in sources:

@@ -265,7 +265,7 @@ def load_runs(*paths) -> Lab:
         raise FwlabError("load_runs: give at least one sweep or run directory")
     recs, sweeps, sweep_files, sources = [], [], {}, []
     for p in paths:
-        p = resolve_path(p)
+        p = resolve_path(p).resolve()
         sources.append(p)
         sweep, found = _sources(p)
         sweep_name = p.name if sweep is not None else ""
@@ -302,10 +302,10 @@ def load_runs(*paths) -> Lab:
             return None
         if r["row"]["sweep"] and (r["row"]["sweep"], parent) in by_sweep_name:
             return by_sweep_name[(r["row"]["sweep"], parent)]
-        for base in (Path.cwd(), r["dir"].parent, r["dir"].parent.parent):  # a path in config.json
-            d = (base / parent).resolve()
-            if d in by_dir:
-                return by_dir[d]
+        # a path in config.json: by fwlab's rule, else beside the run or its sweep
+        for d in (resolve_path(parent), r["dir"].parent / parent, r["dir"].parent.parent / parent):
+            if d.resolve() in by_dir:
+                return by_dir[d.resolve()]
         return None
 
     done: dict[int, tuple] = {}
