@@ -43,7 +43,7 @@ def decision_table(runs: pd.DataFrame) -> pd.DataFrame:
 
     gain           final val loss of the next-smaller budget minus this one's (positive = better)
     gain_stderr    the standard error of that difference (the two evals' stderrs in quadrature)
-    hours          measured hours for this budget trained alone (see the module docstring)
+    hours          measured hours for this budget trained alone (fwlab/runs.py: WSD branches)
     extra_hours    hours minus the next-smaller budget's
     gain_per_hour  gain / extra_hours
     The numbers taken from final.json (tokens, epochs, final_val_loss, val_loss_stderr, wall_s) are
