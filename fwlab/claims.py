@@ -31,15 +31,17 @@ Bases, in order of preference:
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from fwlab import forecast as fc
 from fwlab import plan as pl
+from fwlab.config import PRESETS
 from fwlab.errors import FwlabError
-from fwlab.utils import atomic_write_text, read_json
+from fwlab.runs import Lab, load_runs
+from fwlab.utils import atomic_write_text, fmt_tokens, parse_number, read_json, resolve_path
 
 COLUMNS = ["claim", "kind", "iters", "gpu", "claimed_low", "claimed_high", "value", "low", "high",
            "basis", "verdict", "note"]
@@ -47,13 +49,7 @@ COLUMNS = ["claim", "kind", "iters", "gpu", "claimed_low", "claimed_high", "valu
 
 # --- the claims file -----------------------------------------------------------------------------
 def _num(v, where: str) -> float:
-    try:
-        x = float(str(v).replace("_", "").replace(",", ""))  # YAML reads 3.68e9 as a string
-    except (TypeError, ValueError):
-        raise FwlabError(f"{where}: {v!r} is not a number") from None
-    if not math.isfinite(x):
-        raise FwlabError(f"{where}: {v!r} is not a finite number")
-    return x
+    return parse_number(v, where)
 
 
 def _range(v, where: str) -> tuple[float, float]:
@@ -70,7 +66,6 @@ def _range(v, where: str) -> tuple[float, float]:
 def load_claims(path) -> dict:
     """Parse and validate a claims file; returns dict(name, preset, tokens_per_iter, data_tokens,
     claims=[{kind, iters, low, high, gpu}])."""
-    import yaml
     path = Path(path)
     if not path.is_file():
         raise FwlabError(f"{path}: claims file not found")
@@ -93,7 +88,6 @@ def load_claims(path) -> dict:
             if out[key] <= 0:
                 raise FwlabError(f"{path}: {key} must be positive, got {doc[key]!r}")
     if out["preset"] is not None:
-        from fwlab.config import PRESETS
         if out["preset"] not in PRESETS:
             raise FwlabError(f"{path}: preset {out['preset']!r} unknown; one of "
                              f"{', '.join(PRESETS)}")
@@ -155,23 +149,30 @@ def _setting_mismatch(want: dict, have: dict) -> list[str]:
     return out
 
 
-def check_claims(claims_path, source, mfu_range=pl.DEFAULT_MFU_RANGE, n_boot: int = fc.N_BOOT,
-                 level: float = fc.LEVEL, lab=None) -> pd.DataFrame:
+def check_claims(claims_path, source=None, mfu_range=pl.DEFAULT_MFU_RANGE,
+                 n_boot: int = fc.N_BOOT, level: float = fc.LEVEL, lab: Lab | None = None
+                 ) -> pd.DataFrame:
     """One row per claim (COLUMNS): claimed range, fwlab's value and interval, basis, verdict.
-    `source`: a sweep directory, a run directory, or a plan JSON from `fwlab plan --out`; `lab`:
-    that directory already loaded (analysis.load_runs)."""
+    `source`: a sweep directory, a run directory, or a plan JSON from `fwlab plan --out`; or give
+    `lab`, runs already loaded (runs.load_runs), instead."""
     cl = load_claims(claims_path)
-    src = Path(source)
-    if not src.exists():
-        raise FwlabError(f"{src}: no such sweep, run or plan JSON")
-    plan = _from_plan(src) if src.is_file() else None
-    lab = points = None
+    plan = points = None
+    if lab is None:
+        if source is None:
+            raise FwlabError("check_claims: give a sweep, run or plan JSON (or a loaded Lab)")
+        src = resolve_path(source)
+        if not src.exists():
+            raise FwlabError(f"{src}: no such sweep, run or plan JSON")
+        if src.is_file():
+            plan = _from_plan(src)
+        else:
+            lab = load_runs(src)
+    else:
+        src = Path(lab.describe_sources() if source is None else source)
     if plan is not None:
         have = dict(preset=plan.get("preset"), tokens_per_iter=plan.get("tokens_per_iter"),
                     data_tokens=plan.get("data_tokens"))
     else:
-        from fwlab.analysis import load_runs
-        lab = load_runs(src) if lab is None else lab
         points = fc.load_points(lab=lab)
         presets, tpis = lab.runs["preset"].dropna(), lab.runs["tokens_per_iter"].dropna()
         have = dict(preset=presets.iloc[0] if len(presets) else None,
@@ -244,7 +245,7 @@ def check_claims(claims_path, source, mfu_range=pl.DEFAULT_MFU_RANGE, n_boot: in
 
 def _gpu_key(name: str | None) -> str | None:
     """The fwlab.hardware peak-table entry a GPU name falls under (None: not a known GPU)."""
-    from fwlab import hardware
+    from fwlab import hardware  # here: it imports torch (~1 s), which only an hours claim needs
     entry = hardware.gpu_entry(name)
     return entry[0] if entry else None
 
@@ -265,13 +266,11 @@ def _hours(row, c, want, tpi, plan, lab, mismatch, mfu_range) -> None:
                 measured = (thr["tok_per_s"], f"measured by the plan on {thr.get('device_name')}")
         elif lab is not None:  # the longest run that ran there: its speed is the steadiest
             for _, run in lab.runs.sort_values("iters_computed", ascending=False).iterrows():
-                d = Path(run["path"])
-                cfg = read_json(d / "config.json") if (d / "config.json").is_file() else {}
-                fin = read_json(d / "final.json") if (d / "final.json").is_file() else {}
-                name = fin.get("device_name") or cfg.get("device_name")
-                if not fin.get("tok_per_s") or (c["gpu"] and not _same_gpu(c["gpu"], name)):
+                name = run["device_name"]
+                if pd.isna(run["tok_per_s"]) or not run["tok_per_s"] or (
+                        c["gpu"] and not _same_gpu(c["gpu"], name)):
                     continue
-                measured = (float(fin["tok_per_s"]), f"measured: median training tokens/s of run "
+                measured = (float(run["tok_per_s"]), f"measured: median training tokens/s of run "
                                                      f"{run['run']} on {name} (evaluations not "
                                                      f"counted)")
                 break
@@ -295,7 +294,7 @@ def format_verdicts(df: pd.DataFrame) -> str:
     s = df.attrs.get("setting", {})
     lines = [f"claims: {df.attrs.get('claims', '')} (preset {s.get('preset')}, "
              f"{s.get('tokens_per_iter', 0):,} tokens/iter, "
-             f"{pl.fmt_tokens(s.get('data_tokens', 0))} unique tokens)", ""]
+             f"{fmt_tokens(s.get('data_tokens', 0))} unique tokens)", ""]
     for _, r in df.iterrows():
         val = "-" if r["value"] is None or pd.isna(r["value"]) else \
             f"{r['value']:.3g} [{r['low']:.3g}, {r['high']:.3g}]"

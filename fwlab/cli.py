@@ -1,13 +1,25 @@
 """The `fwlab` command: argument parsing only; each subcommand calls one fwlab module.
 
-Errors a user can fix (FwlabError) print as one line, without a traceback, and exit 2.
+Errors a user can fix (FwlabError) print as one line, without a traceback, and exit 2. Relative
+paths in any argument are from the repository root (fwlab.utils.resolve_path), so they mean the
+same in every command and notebook. The modules of train, eval, sample, export, sweep and report
+are imported when their subcommand runs: they import torch (~1 s) or papermill and nbconvert
+(2-4 s), which `fwlab --help` and the other commands need not wait for.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
+from fwlab import __version__, claims, plan
+from fwlab import prepare as P
+from fwlab.config import DEVICES, DTYPES, add_train_args, config_from_args
 from fwlab.errors import FwlabError
+from fwlab.utils import resolve_path
+
+# argument names that hold paths (fwlab prepare resolves its --source itself: hf:ORG/NAME, globs)
+PATH_ARGS = ("out", "data", "run", "sweep", "sources", "claims", "csv", "from_", "init_from",
+             "hellaswag_data")
 
 
 # --- fwlab prepare -------------------------------------------------------------------------------
@@ -27,7 +39,6 @@ def _add_prepare(sub):
 
 
 def _run_prepare(a):
-    from fwlab import prepare as P
     source, hf_config = P.default_source(a.source, a.hf_config)
     # the counts stay text: prepare() parses them, naming the setting when one is bad
     m = P.prepare(source, a.out, hf_config=hf_config, max_tokens=a.max_tokens,
@@ -38,14 +49,12 @@ def _run_prepare(a):
 
 # --- fwlab train ---------------------------------------------------------------------------------
 def _add_train(sub):
-    from fwlab.config import add_train_args
     p = sub.add_parser("train", help="train one run (resumes a run directory that has checkpoints)")
     add_train_args(p, required=("data", "out"))
     p.set_defaults(func=_run_train)
 
 
 def _run_train(a):
-    from fwlab.config import config_from_args
     from fwlab.train import train
     final = train(config_from_args(a))
     v = final["final_val_loss"]  # None when the run diverged
@@ -54,7 +63,6 @@ def _run_train(a):
 
 # --- fwlab sweep / report --------------------------------------------------------------------
 def _add_sweep(sub):
-    from fwlab.config import add_train_args
     p = sub.add_parser(
         "sweep", help="train a set of iteration budgets (papermill runs)",
         description="Train every budget as an execution of notebooks/02_train.ipynb into "
@@ -80,21 +88,30 @@ def _run_sweep(a):
 
 
 def _add_report(sub):
-    p = sub.add_parser("report", help="execute the analysis notebook for a sweep into SWEEP/report/")
-    p.add_argument("sweep", help="sweep directory")
+    p = sub.add_parser(
+        "report", help="execute the analysis notebook for a sweep (or runs) into SWEEP/report/",
+        description="Execute notebooks/03_analysis.ipynb on a sweep directory into SWEEP/report/ "
+                    "(analysis.ipynb, report.html, curves.png, summary.csv); or on several sweeps "
+                    "or run directories trained separately, plotted together, into --out DIR.",
+        epilog="example: fwlab report results/runs/40m-6000 results/runs/40m-10000 --out "
+               "results/runs/report")
+    p.add_argument("sources", nargs="+", metavar="DIR",
+                   help="a sweep directory, or run directories (and sweeps) to plot together")
+    p.add_argument("--out", default=None,
+                   help="report directory (default: SWEEP/report for a single sweep; required "
+                        "otherwise)")
     p.add_argument("--claims", default=None, help="claims YAML whose verdicts the report shows")
     p.set_defaults(func=_run_report)
 
 
 def _run_report(a):
-    from fwlab import analysis
-    out = analysis.make_report(a.sweep, claims=a.claims)
+    from fwlab import report
+    out = report.make_report(a.sources, claims=a.claims, out=a.out)
     print(f"report: {out}")
 
 
 # --- fwlab plan / check-claims -------------------------------------------------------------------
 def _add_plan(sub):
-    from fwlab.config import DEVICES, DTYPES
     p = sub.add_parser("plan", help="hours and predicted loss per budget on this machine")
     p.add_argument("--preset", default=None,
                    help="model preset (default: the --from runs', else 40m)")
@@ -126,7 +143,6 @@ def _add_plan(sub):
 
 
 def _run_plan(a):
-    from fwlab import plan
     return plan.main_plan(a)
 
 
@@ -141,7 +157,6 @@ def _add_check_claims(sub):
 
 
 def _run_check_claims(a):
-    from fwlab import claims
     return claims.main(a)
 
 
@@ -300,7 +315,6 @@ def _run_import(a):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fwlab import __version__
     parser = argparse.ArgumentParser(prog="fwlab", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"fwlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -310,9 +324,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _resolve_paths(args) -> None:
+    """Every path argument by the one rule (utils.resolve_path), so errors name the absolute path."""
+    for name in PATH_ARGS:
+        v = getattr(args, name, None)
+        if isinstance(v, list):
+            setattr(args, name, [str(resolve_path(x)) for x in v])
+        elif isinstance(v, str) and v:
+            setattr(args, name, str(resolve_path(v)))
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _resolve_paths(args)
         rc = args.func(args)
     except FwlabError as e:
         print(f"fwlab {args.command}: error: {e}", file=sys.stderr)

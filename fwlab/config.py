@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import typing
 from dataclasses import dataclass, fields
 
 from fwlab.errors import FwlabError
-from fwlab.utils import parse_count
+from fwlab.utils import parse_count, read_json, resolve_path
 
 # Model presets. `40m` is the reference scenario's model (~41M parameters with tied embeddings);
 # `124m` is GPT-2 small for comparison with published figures; `mini`/`tiny` are CPU-scale.
@@ -210,7 +211,7 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
     for f in fields(TrainConfig):
         v = getattr(args, f.name, None)
         if v is not None:
-            setattr(cfg, f.name, v)
+            setattr(cfg, f.name, str(resolve_path(v)) if f.name in _PATH_FIELDS and v else v)
     return cfg
 
 
@@ -220,8 +221,12 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
             if getattr(args, f.name, None) is not None}
 
 
-# notebooks/02_train.ipynb's parameters: TrainConfig's fields, but data/out read data_dir/run_dir
-PARAM_ALIASES = {"data_dir": "data", "run_dir": "out"}
+# notebooks/02_train.ipynb's parameters are TrainConfig's fields, plus its own: data_dir and run_dir
+# (the names a person types with `papermill -p` for data and out), extra (a dict of any other field)
+# and config_file (a whole config as JSON: what `fwlab sweep` hands each run).
+NOTEBOOK_NAMES = {"data_dir": "data", "run_dir": "out"}
+_PATH_FIELDS = ("data", "out", "init_from", "hellaswag_data")
+_KERNEL_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "final", "cfg"}
 
 
 def _coerce(name: str, value, tp, optional: bool):
@@ -250,7 +255,8 @@ def _coerce(name: str, value, tp, optional: bool):
 def config_from_params(params: dict) -> TrainConfig:
     """The training notebook's parameters -> a validated TrainConfig. Names are TrainConfig's
     fields (data_dir and run_dir stand for data and out); `extra` is a dict of any other fields.
-    An unknown name or a value of the wrong type or range raises FwlabError naming it."""
+    An unknown name or a value of the wrong type or range raises FwlabError naming it; relative
+    paths follow utils.resolve_path (from the repository root)."""
     params = dict(params)
     extra = params.pop("extra", None) or {}
     if not isinstance(extra, dict):
@@ -259,11 +265,50 @@ def config_from_params(params: dict) -> TrainConfig:
     known = {f.name for f in fields(TrainConfig)}
     values: dict = {}
     for name, value in list(params.items()) + list(extra.items()):
-        key = PARAM_ALIASES.get(name, name)
+        key = NOTEBOOK_NAMES.get(name, name)
         if key not in known:
-            raise FwlabError(f"unknown parameter {name!r}; known: data_dir, run_dir, extra, "
-                             f"{', '.join(sorted(known - {'data', 'out'}))}")
+            raise FwlabError(_unknown(name, known))
         if key in values and values[key] != value:
             raise FwlabError(f"parameter {name!r} given twice with different values")
         values[key] = _coerce(name, value, *_base_type(hints[key]))
+    for key in _PATH_FIELDS:
+        if values.get(key):
+            values[key] = str(resolve_path(values[key]))
     return TrainConfig(**values).validate()
+
+
+def _unknown(name: str, known) -> str:
+    names = sorted((set(known) - set(NOTEBOOK_NAMES.values())) | set(NOTEBOOK_NAMES)
+                   | {"extra", "config_file"})
+    close = difflib.get_close_matches(name, names, n=1)
+    return f"unknown parameter {name!r}" + (f"; did you mean {close[0]!r}?" if close else
+                                            f"; known: {', '.join(names)}")
+
+
+def notebook_config(namespace: dict) -> TrainConfig:
+    """The training notebook's TrainConfig, from its namespace (globals() after the parameters cell
+    and the one papermill injects): the JSON file `config_file` when one is given (what a sweep
+    hands a run; it validated it when planning, the trainer checks it again), else the parameters
+    (config_from_params). In a Jupyter kernel a FwlabError from here on shows as its one line, not
+    a traceback: "unknown parameter 'max_iter'; did you mean 'max_iters'?"."""
+    _short_errors(namespace)
+    params = {k: v for k, v in namespace.items() if not k.startswith("_")
+              and k not in _KERNEL_NAMES
+              and isinstance(v, (bool, int, float, str, list, tuple, dict, type(None)))}
+    path = params.pop("config_file", None)
+    if path:
+        return TrainConfig.from_dict(read_json(resolve_path(path)))
+    return config_from_params(params)
+
+
+def _short_errors(namespace: dict) -> None:
+    """In an IPython kernel, show a FwlabError as its message alone (papermill then ends with it)."""
+    get = namespace.get("get_ipython")
+    shell = get() if callable(get) else None
+    if shell is None or not hasattr(shell, "set_custom_exc"):
+        return
+
+    def one_line(self, etype, value, tb, tb_offset=None):
+        self._showtraceback(etype, value, [str(value)])
+
+    shell.set_custom_exc((FwlabError,), one_line)

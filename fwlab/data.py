@@ -90,8 +90,15 @@ def read_shard(path: str | os.PathLike, expected_tokens: int | None = None) -> n
 def load_manifest(data_dir: str | os.PathLike) -> dict:
     path = Path(data_dir) / MANIFEST
     if not path.is_file():
-        raise FwlabError(f"{data_dir} is not a prepared data directory (no {MANIFEST}); "
-                         f"create it with: fwlab prepare --source SRC --out {data_dir}")
+        d = Path(data_dir).absolute()
+        if d.is_dir() and any(d.iterdir()):  # something else: preparing here is not the fix
+            raise FwlabError(f"{d} is not a prepared data directory (no {MANIFEST}, but other "
+                             f"files); pass the directory `fwlab prepare --out` wrote")
+        if d.exists() and not d.is_dir():
+            raise FwlabError(f"{d} is a file, not a prepared data directory")
+        what = "an empty directory" if d.is_dir() else "no such directory"
+        raise FwlabError(f"{d}: no prepared data there ({what}); check the path (relative paths are from the repository root) or "
+                         f"create it with: fwlab prepare --source SRC --out {d}")
     manifest = read_json(path)
     for split in ("train", "val"):
         if not isinstance(manifest.get(split), dict) or "shards" not in manifest[split]:

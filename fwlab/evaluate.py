@@ -146,15 +146,10 @@ def _rows(enc, ex: dict, max_len: int) -> list[tuple[list[int], int]]:
 
 
 def _target_logprobs(model, x, y, mask) -> torch.Tensor:
-    """log p(y) at the masked positions only, fp32. Same computation as GPT.forward, but the
-    50,304-wide head runs on the ending's positions alone: several times less work and memory than
+    """log p(y) at the masked positions only, fp32: the model's own forward (GPT.hidden), with the
+    50,304-wide head run on the ending's positions alone: several times less work and memory than
     logits for every context token. (tests/test_evaluate.py checks it against plain forward.)"""
-    tr = model.transformer
-    pos = torch.arange(x.size(1), device=x.device)
-    h = tr.drop(tr.wte(x) + tr.wpe(pos))
-    for block in tr.h:
-        h = block(h)
-    logits = model.lm_head(tr.ln_f(h)[mask]).float()
+    logits = model.lm_head(model.hidden(x)[mask]).float()
     return logits.log_softmax(dim=-1).gather(1, y[mask].unsqueeze(1)).squeeze(1)
 
 

@@ -51,15 +51,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 
 from fwlab import schedule
+from fwlab.config import TrainConfig
 from fwlab.errors import FwlabError
-from fwlab.utils import read_json
+from fwlab.runs import load_runs
 
 R_STAR = 15.4                      # Muennighoff et al. 2023, R*_D
 LAMBDA = 0.999                     # Tissue et al. 2024: decay of the annealing momentum per step
@@ -149,19 +149,17 @@ def load_points(*sources, lab=None) -> pd.DataFrame:
     LR, 'anneal' after the LR came down, 'final' the last of a run that completed an annealing
     schedule), iter, tokens, val_loss, val_loss_stderr, unique_tokens, tokens_per_iter, preset,
     max_iters, schedule, warmup (iterations), lr (the run's lr/peak per step, shared array) and
-    sched (its schedule fields, or None). `lab`: the sources already loaded (analysis.load_runs)."""
-    from fwlab.analysis import load_runs
+    sched (its schedule fields, or None). `lab`: the sources already loaded (runs.load_runs)."""
     lab = load_runs(*sources) if lab is None else lab
     rows = []
     for _, run in lab.runs.iterrows():
-        cfg_path = Path(run["path"]) / "config.json"
-        cfg = read_json(cfg_path) if cfg_path.is_file() else {}
+        cfg = lab.config(run["run"])
         unique, tpi = run.get("tokens_per_epoch"), run["tokens_per_iter"]
         if unique is None or not np.isfinite(unique) or unique <= 0 or pd.isna(tpi):
             continue  # no epoch or batch information: the law cannot place the points
         ev = lab.evals[(lab.evals["run"] == run["run"]) & lab.evals["own"]]
         ev = ev[ev["iter"] > 0].dropna(subset=["val_loss"]).sort_values("iter")
-        annealed = run["schedule"] in ("cosine", "wsd") and float(cfg.get("min_lr_frac", 0)) < 0.5
+        annealed = schedule.is_annealed(run["schedule"], cfg.get("min_lr_frac", 0))
         final = (run["status"] == "completed" and annealed and pd.notna(run["final_val_loss"])
                  and pd.notna(run["iters"]))
         evs = [(int(e["iter"]), float(e["tokens"]), float(e["val_loss"]),
@@ -348,8 +346,8 @@ def forecast_loss(points: pd.DataFrame, tokens, unique_tokens, n_boot: int = N_B
     lrs = budget_lrs(np.maximum(np.round(tokens / tokens_per_iter), 1), sched)
     y = pts["val_loss"].to_numpy(float)
     d_ref = _d_ref(pts, r_star)
-    annealed_target = bool(sched) and sched.get("schedule") in ("cosine", "wsd") and float(
-        sched.get("min_lr_frac") or 0) < 0.5
+    annealed_target = bool(sched) and schedule.is_annealed(sched.get("schedule"),
+                                                           sched.get("min_lr_frac"))
     repeats = bool((tokens > np.asarray(unique_tokens, dtype=float)).any()
                    or (pts["tokens"] > pts["unique_tokens"]).any())
     r_stars = (r_star / 2, r_star, 4 * r_star) if repeats else (r_star,)
@@ -418,9 +416,8 @@ def prior_loss(n_params: float, tokens, unique_tokens=None, r_star: float = R_ST
 
 def preset_model(preset: str):
     """The preset's GPT on the meta device: its sizes without allocating or initialising weights."""
-    import torch
+    import torch  # here: torch costs ~1 s to import, and only the prior and the plan's FLOPs need it
 
-    from fwlab.config import TrainConfig
     from fwlab.model import GPT
     with torch.device("meta"):
         return GPT(TrainConfig(preset=preset).model_config())
@@ -502,7 +499,7 @@ def jsonable(o):
 TARGET_ABS_ERROR = 0.03
 
 
-def backtest(sweep_dir, frac: float = 0.3, n_boot: int = N_BOOT, level: float = LEVEL,
+def backtest(sweep_dir=None, frac: float = 0.3, n_boot: int = N_BOOT, level: float = LEVEL,
              r_star: float = R_STAR, seed: int = 0, lab=None) -> dict:
     """Forecast the final val loss of the sweep's longest budget from what `frac` of its compute
     can show, and compare with the value it reached.
@@ -512,13 +509,15 @@ def backtest(sweep_dir, frac: float = 0.3, n_boot: int = N_BOOT, level: float = 
     length), and the rest goes to the longest budget's own run (with its trunk). In a WSD sweep at
     the reference ratios, that is the 0.85-epoch branch and the trunk up to its branch point plus
     what is left. Only those runs' evaluations (the longest run's up to `cutoff_iter`) are used.
-    `lab`: the sweep already loaded (analysis.load_runs). Returns a dict with forecast, low, high,
+    `lab`: the sweep already loaded (runs.load_runs). Returns a dict with forecast, low, high,
     actual, error (forecast - actual), inside, passed (|error| <= TARGET_ABS_ERROR and inside),
     compute_frac and what was used."""
-    from fwlab.analysis import load_runs
     if not 0 < frac < 1:
         raise FwlabError(f"frac={frac}: must be in (0, 1)")
+    if lab is None and sweep_dir is None:
+        raise FwlabError("backtest: give a sweep directory (or a loaded Lab)")
     lab = load_runs(sweep_dir) if lab is None else lab
+    sweep_dir = lab.describe_sources() if sweep_dir is None else sweep_dir
     pts = load_points(lab=lab)
     fin = pts[pts["kind"] == "final"]
     if not len(fin):

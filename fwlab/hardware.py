@@ -20,6 +20,7 @@ only on the config, so a resumed run makes the same one. `benchmarks/bench_train
 from __future__ import annotations
 
 import contextlib
+import platform
 import re
 import shutil
 
@@ -126,7 +127,6 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type == "cpu":
-        import platform
         return platform.processor() or platform.machine() or "cpu"
     return device.type
 
@@ -174,6 +174,22 @@ def pick_micro_batch(tokens_per_iter: int, block_size: int, world_size: int, req
                 f"is not a multiple of {micro}; choose one of {ok[:12]}{' ...' if len(ok) > 12 else ''}"
                 f" or 0 for automatic")
     return micro, per_rank // micro
+
+
+def resolve_run(cfg, device: torch.device, n_params: int, world_size: int = 1,
+                tokens_to_train: int | None = None) -> dict:
+    """The one rule for what a run of `cfg` (a TrainConfig) uses on `device`: its autocast dtype,
+    torch.compile decision and micro-batch (training and `fwlab plan`'s measurement both ask here).
+    `tokens_to_train` (default: what this run computes, from init_iter to max_iters) feeds the
+    compile decision. Returns dict(dtype, compile, micro_batch, grad_accum_steps)."""
+    mc = cfg.model_config()
+    if tokens_to_train is None:
+        tokens_to_train = (cfg.max_iters - (cfg.init_iter or 0)) * cfg.tokens_per_iter
+    micro, accum = pick_micro_batch(cfg.tokens_per_iter, mc.block_size, world_size,
+                                    cfg.micro_batch, micro_batch_cap(mc, device, n_params))
+    return dict(dtype=resolve_dtype(cfg.dtype, device),
+                compile=resolve_compile(cfg.compile, device, tokens_to_train),
+                micro_batch=micro, grad_accum_steps=accum)
 
 
 # --- peak FLOPs and MFU --------------------------------------------------------------------------

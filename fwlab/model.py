@@ -119,7 +119,9 @@ class GPT(nn.Module):
         n = self.num_params() - self.transformer.wpe.weight.numel()
         return 6 * n + 12 * c.n_layer * c.n_embd * T
 
-    def forward(self, idx, targets=None, reduction: str = "mean"):
+    def hidden(self, idx):
+        """The final (layer-normed) hidden states, (B, T, n_embd): forward up to the head. Scoring
+        a few positions (fwlab.evaluate's HellaSwag) runs the 50,304-wide head on those alone."""
         B, T = idx.shape
         if T > self.config.block_size:
             raise ValueError(f"sequence of {T} tokens exceeds block_size {self.config.block_size}")
@@ -127,7 +129,11 @@ class GPT(nn.Module):
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for block in self.transformer.h:
             x = block(x)
-        logits = self.lm_head(self.transformer.ln_f(x))
+        return self.transformer.ln_f(x)
+
+    def forward(self, idx, targets=None, reduction: str = "mean"):
+        B, T = idx.shape
+        logits = self.lm_head(self.hidden(idx))
         if targets is None:
             return logits, None
         # fp32 loss whatever the autocast dtype: a bf16 softmax over 50k classes loses precision

@@ -4,15 +4,7 @@ largest budget whose extra hour still buys more than `min_gain_per_hour` nats
 (DEFAULT_MIN_GAIN_PER_HOUR, 0.01). The loss comes from fwlab/forecast.py (`loss_forecast_for`);
 hours from measured tokens/s, or a named GPU's peak FLOPs x an MFU range (`gpu_hours`).
 
-Throughput (`measure_throughput`). A short timed run of the trainer's own step
-(fwlab.train.train_step: forward/backward over micro-batches, clip, AdamW) at the micro-batch,
-device, autocast dtype and torch.compile decision the trainer would pick (fwlab.hardware), on
-random tokens or a prepared data directory, after untimed warm-up steps (which absorb
-compilation). Whole iterations are timed when they are short; when one iteration is long (524,288
-tokens of the 40m preset take ~15 minutes on a 2-core CPU) a shortened one of `iters`
-micro-steps is timed and scaled, the optimizer step timed on its own: seconds/iteration =
-accum · t_micro + t_opt, exact in expectation. MFU is reported against the device's dense bf16
-peak (fwlab.hardware) where that is known.
+Throughput: fwlab/throughput.py measures this machine's tokens/s with the trainer's own step.
 
 Plateau advice (`plateau`, `plateau_of`): whether a running run's validation loss is still falling
 (slope over its last evaluations against that slope's standard error).
@@ -21,136 +13,25 @@ from __future__ import annotations
 
 import json
 import math
-import time
 
 import numpy as np
 import pandas as pd
 
 from fwlab import forecast as fc
+from fwlab.config import parse_int_list
 from fwlab.errors import FwlabError
+from fwlab.runs import ENDED, load_runs
+from fwlab.utils import atomic_write_json, fmt_tokens, parse_number
 
 DEFAULT_MIN_GAIN_PER_HOUR = 0.01   # nats per extra hour below which a bigger budget is not worth it
 DEFAULT_MFU_RANGE = (0.30, 0.50)   # assumed for a GPU this machine cannot measure
-
-
-# --- throughput ----------------------------------------------------------------------------------
-class _RandomTokens:
-    """A loader of uniformly random GPT-2 token windows (speed does not depend on the tokens)."""
-
-    def __init__(self, block_size: int, seed: int = 0):
-        import torch
-        self.block_size, self.gen = block_size, torch.Generator().manual_seed(seed)
-
-    def next_batch(self, n: int):
-        import torch
-        w = torch.randint(0, 50257, (n, self.block_size + 1), generator=self.gen)
-        return w[:, :-1].contiguous(), w[:, 1:].contiguous()
-
-
-def measure_throughput(preset: str, tokens_per_iter: int, device: str = "auto",
-                       dtype: str = "auto", compile: bool | None = None, iters: int = 10,
-                       micro_batch: int = 0, data: str | None = None, warmup: int = 2,
-                       tokens_to_train: int | None = None, progress: bool = True) -> dict:
-    """Tokens/s of the trainer's own step (fwlab.train.train_step) on this machine, with the
-    device, autocast dtype, torch.compile decision and micro-batch the trainer would resolve
-    (fwlab.hardware).
-
-    One iteration is `accum` micro-steps then one optimizer step. `iters` micro-steps are timed, as
-    whole iterations when they fit (accum <= iters), else as shortened ones of `iters` micro-steps,
-    after `warmup` untimed steps (compilation happens there); the optimizer step (clip + AdamW) is
-    timed on its own, so seconds/iteration = accum · t_micro + t_opt. `tokens_to_train` feeds the
-    trainer's auto-compile rule (default: 10,000 iterations). Returns dict(tok_per_s, s_per_iter,
-    micro_batch, accum, device, device_name, dtype, compile, flops_per_token, peak_flops, mfu,
-    n_params, timed_micro_steps, method)."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from fwlab import hardware
-    from fwlab.config import TrainConfig
-    from fwlab.model import GPT
-    from fwlab.train import train_step
-
-    if iters < 1:
-        raise FwlabError(f"--measure-iters {iters}: must be at least 1")
-    cfg = TrainConfig(preset=preset, tokens_per_iter=int(tokens_per_iter), micro_batch=micro_batch)
-    mc = cfg.model_config()
-    if cfg.tokens_per_iter % mc.block_size:
-        raise FwlabError(f"tokens_per_iter={tokens_per_iter}: must be a multiple of the {preset} "
-                         f"preset's block_size={mc.block_size}")
-    dev = hardware.resolve_device(device)
-    hardware.setup_device(dev)
-    dt = hardware.resolve_dtype(dtype, dev)
-    comp = hardware.resolve_compile(compile, dev, tokens_to_train or 10_000 * cfg.tokens_per_iter)
-    torch.manual_seed(0)
-    raw = GPT(mc).to(dev)
-    n_params = raw.num_params()
-    micro, accum = hardware.pick_micro_batch(cfg.tokens_per_iter, mc.block_size, 1, micro_batch,
-                                             hardware.micro_batch_cap(mc, dev, n_params))
-    opt = raw.configure_optimizer(cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), dev.type)
-    model = torch.compile(raw) if comp else raw
-    ctx = hardware.autocast(dev, dt)
-    if data:
-        from fwlab.data import TrainLoader
-        loader = TrainLoader(data, mc.block_size)
-    else:
-        loader = _RandomTokens(mc.block_size)
-
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-
-    def step(k):
-        train_step(model, opt, loader, micro, k, dev, ctx, cfg.grad_clip)
-
-    a = min(accum, iters)           # micro-steps per timed call
-    reps = max(1, iters // a)
-    n_opt = 3
-    bar = tqdm(total=warmup + reps + n_opt, desc=f"measuring {preset} on {dev.type}",
-               disable=not progress, leave=False)
-    for _ in range(warmup):
-        step(1)
-        bar.update()
-    t_opt = 0.0
-    for _ in range(n_opt):  # the optimizer step alone: gradients are there from the last step
-        for p in raw.parameters():
-            p.grad = torch.zeros_like(p)
-        sync()
-        t0 = time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sync()
-        t_opt += (time.perf_counter() - t0) / n_opt
-        bar.update()
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        step(a)
-        bar.update()
-    sync()
-    per_call = (time.perf_counter() - t0) / reps
-    bar.close()
-    t_micro = max(per_call - t_opt, 1e-9) / a
-    s_per_iter = per_call if a == accum else accum * t_micro + t_opt
-    tok_per_s = cfg.tokens_per_iter / s_per_iter
-    fpt = raw.flops_per_token()
-    how = (f"{reps} whole iteration(s) of {accum} micro-step(s)" if a == accum else
-           f"{reps} x {a} timed micro-steps scaled to {accum} per iteration")
-    return dict(tok_per_s=tok_per_s, s_per_iter=s_per_iter, micro_batch=micro, accum=accum,
-                device=dev.type, device_name=hardware.device_name(dev), dtype=dt, compile=comp,
-                flops_per_token=fpt, peak_flops=hardware.peak_flops(dev),
-                mfu=hardware.mfu(tok_per_s, fpt, dev), n_params=n_params,
-                timed_micro_steps=reps * a,
-                method=f"fwlab.train.train_step: {how} of {micro}x{mc.block_size} tokens, after "
-                       f"{warmup} warm-up step(s); {dt}, compile {'on' if comp else 'off'}, "
-                       f"{'data ' + str(data) if data else 'random tokens'}")
 
 
 def gpu_hours(gpu: str, preset: str, iters: float, tokens_per_iter: int,
               mfu_range=DEFAULT_MFU_RANGE) -> dict:
     """Hours for `iters` iterations of `preset` on a named GPU that this machine cannot measure:
     tokens x FLOPs per token / (dense bf16 peak x MFU), over the assumed MFU range."""
-    from fwlab import hardware
+    from fwlab import hardware  # here: it imports torch (~1 s), which only this and measuring need
     peak = hardware.peak_flops_for_name(gpu)
     if peak is None:
         known = ", ".join(p for p, _ in hardware.PEAK_BF16_FLOPS)
@@ -184,11 +65,9 @@ def plan(preset: str = "40m", data_tokens: float = 3.68e9, tokens_per_iter: int 
 
     Hours: `gpu` names a GPU from fwlab.hardware's table -> its peak x `mfu_range` (an interval);
     else `tok_per_s` when given, else measured here (measure_throughput). Loss: loss_forecast_for.
-    `lab`, `points`: the sources already loaded (analysis.load_runs, forecast.load_points), else
+    `lab`, `points`: the sources already loaded (runs.load_runs, forecast.load_points), else
     they are loaded here, once.
     Returns a JSON-ready dict (see format_plan for what the keys mean)."""
-    from fwlab.analysis import load_runs
-    from fwlab.config import parse_int_list
     if isinstance(budgets, str):
         budgets = parse_int_list(budgets, "--budgets")
     else:  # through the same check as the flag: non-negative whole numbers
@@ -208,14 +87,14 @@ def plan(preset: str = "40m", data_tokens: float = 3.68e9, tokens_per_iter: int 
                    peak_flops=g["peak_flops"], mfu_range=g["mfu_range"], method=g["method"])
     else:
         if tok_per_s is None:
+            from fwlab.throughput import measure_throughput  # here: it imports torch (~1 s)
             m = measure_throughput(preset, tokens_per_iter, device, dtype, compile, measure_iters,
                                    micro_batch, data, progress=progress,
                                    tokens_to_train=int(b.max()) * tokens_per_iter)
             thr = dict(source="measured", **m)
         else:
-            if not float(tok_per_s) > 0:
-                raise FwlabError(f"--tok-per-s {tok_per_s}: must be positive")
-            thr = dict(source="given", tok_per_s=float(tok_per_s), method="given by the user")
+            thr = dict(source="given", tok_per_s=parse_number(tok_per_s, "--tok-per-s", positive=True),
+                       method="given by the user")
         hours = b * tokens_per_iter / thr["tok_per_s"] / 3600
         h_lo = h_hi = hours
     if sources:
@@ -223,21 +102,18 @@ def plan(preset: str = "40m", data_tokens: float = 3.68e9, tokens_per_iter: int 
         points = fc.load_points(lab=lab) if points is None else points
     loss = fc.loss_forecast_for(budgets, tokens_per_iter, data_tokens, preset, sources,
                                 points=points, n_boot=n_boot, level=level, progress=progress)
+    gain, extra, gph = step_gains(loss["val_loss"], hours)
     rows = []
     for i, it in enumerate(budgets):
-        row = dict(budget=it, tokens=it * tokens_per_iter,
-                   epochs=it * tokens_per_iter / data_tokens,
-                   val_loss=float(loss["val_loss"][i]), val_loss_low=float(loss["low"][i]),
-                   val_loss_high=float(loss["high"][i]), loss_basis=loss["row_basis"][i],
-                   hours=float(hours[i]),
-                   hours_low=float(h_lo[i]), hours_high=float(h_hi[i]),
-                   gain=None, extra_hours=None, gain_per_hour=None)
-        if i:
-            row["gain"] = rows[-1]["val_loss"] - row["val_loss"]
-            row["extra_hours"] = row["hours"] - rows[-1]["hours"]
-            row["gain_per_hour"] = row["gain"] / row["extra_hours"] if row["extra_hours"] > 0 \
-                else None
-        rows.append(row)
+        rows.append(dict(budget=it, tokens=it * tokens_per_iter,
+                         epochs=it * tokens_per_iter / data_tokens,
+                         val_loss=float(loss["val_loss"][i]), val_loss_low=float(loss["low"][i]),
+                         val_loss_high=float(loss["high"][i]), loss_basis=loss["row_basis"][i],
+                         hours=float(hours[i]),
+                         hours_low=float(h_lo[i]), hours_high=float(h_hi[i]),
+                         gain=None if i == 0 else float(gain[i]),
+                         extra_hours=None if i == 0 else float(extra[i]),
+                         gain_per_hour=None if np.isnan(gph[i]) else float(gph[i])))
     out = dict(preset=preset, n_params=fc.preset_params(preset),
                flops_per_token=preset_flops_per_token(preset), data_tokens=data_tokens,
                tokens_per_iter=tokens_per_iter, budgets=budgets, throughput=thr,
@@ -250,6 +126,20 @@ def plan(preset: str = "40m", data_tokens: float = 3.68e9, tokens_per_iter: int 
     if sources:
         out["plateau"] = plateau_of(lab, points)
     return fc.jsonable(out)
+
+
+def step_gains(val_loss, hours):
+    """Per budget (smallest first) against the next-smaller one: (gain = its val loss minus this
+    one's, extra_hours, gain_per_hour = gain / extra_hours), as arrays, NaN for the first budget
+    and gain_per_hour NaN where the extra hours are not positive. The one rule behind the plan's
+    table and the report's decision table."""
+    loss, h = np.asarray(val_loss, dtype=float), np.asarray(hours, dtype=float)
+    gain, extra = np.full(len(loss), np.nan), np.full(len(loss), np.nan)
+    gain[1:], extra[1:] = loss[:-1] - loss[1:], h[1:] - h[:-1]
+    ok = extra > 0
+    gph = np.full(len(loss), np.nan)
+    gph[ok] = gain[ok] / extra[ok]
+    return gain, extra, gph
 
 
 def recommend(rows: list[dict], min_gain_per_hour: float) -> dict:
@@ -275,13 +165,6 @@ def recommend(rows: list[dict], min_gain_per_hour: float) -> dict:
 
 
 # --- the table and the CLI -----------------------------------------------------------------------
-def fmt_tokens(n: float) -> str:
-    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if n >= div:
-            return f"{n / div:.3g}{unit}"
-    return f"{n:.0f}"
-
-
 def _h(x) -> str:
     return "-" if x is None else (f"{x:,.0f}" if x >= 100 else f"{x:.3g}")
 
@@ -330,22 +213,9 @@ def format_plan(p: dict) -> str:
     return "\n".join(lines)
 
 
-def _positive_number(s, flag: str) -> float:
-    """A finite number > 0 from a flag's text ("3.68e9", "524_288", "524,288")."""
-    try:
-        v = float(str(s).replace("_", "").replace(",", ""))
-    except ValueError:
-        raise FwlabError(f"{flag} {s!r}: not a number (e.g. 3.68e9)") from None
-    if not math.isfinite(v):
-        raise FwlabError(f"{flag} {s!r}: must be a finite number")
-    if not v > 0:
-        raise FwlabError(f"{flag} {s!r}: must be positive")
-    return v
-
-
 def parse_mfu_range(s) -> list[float]:
     """--mfu LOW,HIGH (fractions of the peak) -> [low, high], for plan and check-claims."""
-    mfu = [_positive_number(x, "--mfu") for x in str(s).split(",")]
+    mfu = [parse_number(x, "--mfu", positive=True) for x in str(s).split(",")]
     if len(mfu) != 2 or not all(0 < m <= 1 for m in mfu):
         raise FwlabError(f"--mfu {s}: give a range LOW,HIGH of fractions, e.g. 0.3,0.5")
     return mfu
@@ -353,8 +223,6 @@ def parse_mfu_range(s) -> list[float]:
 
 def main_plan(args) -> int:
     """`fwlab plan` (flags: fwlab/cli.py)."""
-    from fwlab.utils import atomic_write_json
-    from fwlab.analysis import load_runs
     sources = list(args.from_ or [])
     lab = load_runs(*sources) if sources else None
     points = fc.load_points(lab=lab) if sources else None
@@ -369,11 +237,11 @@ def main_plan(args) -> int:
             tpi = st["tokens_per_iter"][0]
     if data_tokens is None:
         raise FwlabError("--data-tokens: give the number of unique training tokens (e.g. 3.68e9)")
-    n_tpi = _positive_number(524_288 if tpi is None else tpi, "--tokens-per-iter")
+    n_tpi = parse_number(524_288 if tpi is None else tpi, "--tokens-per-iter", positive=True)
     if n_tpi != int(n_tpi):
         raise FwlabError(f"--tokens-per-iter {tpi}: must be an integer")
     mfu = parse_mfu_range(args.mfu)
-    p = plan(preset=preset or "40m", data_tokens=_positive_number(data_tokens, "--data-tokens"),
+    p = plan(preset=preset or "40m", data_tokens=parse_number(data_tokens, "--data-tokens", positive=True),
              tokens_per_iter=int(n_tpi), budgets=args.budgets, sources=sources,
              tok_per_s=args.tok_per_s, measure_iters=args.measure_iters, device=args.device,
              dtype=args.dtype, compile=args.compile, micro_batch=args.micro_batch, data=args.data,
@@ -420,11 +288,10 @@ def plateau(evals: pd.DataFrame, last: int = 6, finished: bool = False) -> dict:
 
 
 def plateau_of(lab, points: pd.DataFrame, last: int = 6) -> list[dict]:
-    """plateau() for every unfinished run of `lab` (analysis.load_runs) on its latest evaluations;
+    """plateau() for every unfinished run of `lab` (runs.load_runs) on its latest evaluations;
     when all have finished, for the one with the most peak-LR evaluations among `points`
     (forecast.load_points of the same runs: the trunk of a wsd sweep) on those."""
-    done = ("completed", "early_stopped", "diverged")
-    running = lab.runs[~lab.runs["status"].isin(done)]
+    running = lab.runs[~lab.runs["status"].isin(ENDED)]
     out = []
     for _, r in running.iterrows():
         ev = lab.evals[(lab.evals["run"] == r["run"]) & lab.evals["own"]]

@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 
 from fwlab.data import MANIFEST, write_shard
 from fwlab.errors import FwlabError
-from fwlab.utils import atomic_write_bytes, atomic_write_json, parse_count, read_json
+from fwlab.utils import atomic_write_bytes, atomic_write_json, parse_count, read_json, resolve_path
 
 DEFAULT_SOURCE = "hf:HuggingFaceFW/fineweb-edu"
 DEFAULT_HF_CONFIG = "sample-10BT"
@@ -523,12 +523,13 @@ def prepare(source: str | list[str], out: str, hf_config: str | None = None, max
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if workers < 1:
         raise FwlabError(f"workers must be >= 1, got {workers}")
-    specs = _expand(sources)
+    # local files by fwlab's path rule (from the repository root); the manifest keeps them as given
+    specs = _expand([s if s.startswith("hf:") else str(resolve_path(s)) for s in sources])
     if not any(fmt == "hf" for fmt, _ in specs):
         hf_config = None  # only hub datasets have configs
     config = {"format": FORMAT, "source": sources, "hf_config": hf_config, "tokenizer": TOKENIZER,
               "max_tokens": max_tokens, "val_tokens": val_tokens, "shard_tokens": shard_tokens}
-    out = Path(out)
+    out = resolve_path(out)
 
     status, found = _inspect(out, config, overwrite)
     if status == "complete":

@@ -378,3 +378,10 @@ def with_total_steps(spec: dict, total_steps: int) -> dict:
         if out["decay_start"] < 0:
             raise FwlabError(f"total_steps={T2}: too short for its cooldown")
     return validate_spec(out)
+
+
+def is_annealed(schedule: str | None, min_lr_frac) -> bool:
+    """Whether a run of this schedule ends annealed: its learning rate comes down to less than half
+    its peak by the last step (cosine or WSD to a floor below 0.5 x lr). Such a run's final loss is
+    a budget's result; a constant-LR run's is only a point on the way."""
+    return schedule in ("cosine", "wsd") and float(min_lr_frac or 0) < 0.5

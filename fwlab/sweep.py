@@ -14,12 +14,15 @@ Layout (each run directory is a plain run directory, see fwlab/train.py):
     SWEEP/sweep.json          the plan and every run's state, rewritten atomically on each change
     SWEEP/runs/NAME/          config.json, metrics.jsonl, final.json, ckpt/, train.ipynb
                               (NAME = "b" + the budget in iterations, e.g. b6000)
+    SWEEP/configs/NAME.json   the run's whole TrainConfig as the sweep resolved it (validated once,
+                              when the sweep is planned); the training notebook's `config_file`
 
 sweep.json:
     mode, budgets (sorted), epochs (the --epochs targets or null), data, train_tokens (with
     --epochs), preset, tokens_per_iter, cooldown_frac (wsd), warmup_iters (the one shared by a wsd
     sweep's runs), status (running | completed | failed | interrupted), planned_iters,
     total_iters_computed (the sum of the runs' iters_computed), created, updated, fwlab_version,
+    code (fwlab/records.py: version, git commit, dirty flag and diff hash of the code that ran),
     config (every run's shared TrainConfig fields, as last invoked), plan (what identifies the
     sweep: the budgets, the runs and the settings that change the maths; re-running with another
     plan is refused, while e.g. --micro-batch or --device may change), and
@@ -36,27 +39,33 @@ error and its executed notebook and the others go on; branches of a failed trunk
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
-import re
 import sys
 import threading
 import time
 import traceback
 from pathlib import Path
 
+import papermill as pm
+from papermill.exceptions import PapermillExecutionError
+from tqdm.auto import tqdm
+
+from fwlab import __version__
 from fwlab import schedule as sched
 from fwlab.config import TrainConfig, overrides_from_args, parse_int_list
+from fwlab.data import train_tokens as data_train_tokens
 from fwlab.errors import FwlabError
-from fwlab.utils import atomic_write_json, iter_jsonl, read_json, strip_ansi
+from fwlab.records import code_record
+from fwlab.runs import ENDED, FINISHED, MetricsTail, last_iter, load_runs, read_final, read_sweep
+from fwlab.utils import asset, atomic_write_json, resolve_path, strip_ansi
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "02_train.ipynb"
+NOTEBOOK = asset("notebooks", "02_train.ipynb")
 MODES = ("independent", "wsd")
-OK = ("completed", "early_stopped")         # run statuses that count as done
+OK = FINISHED                               # run statuses that count as done
 # Settings the plan decides per run; the user cannot give them to a sweep.
 PER_RUN = ("out", "max_iters", "init_from", "init_iter")
-# TrainConfig field -> the notebook parameter that carries it when the names differ.
-NB_ALIASES = {"data": "data_dir", "out": "run_dir"}
 
 # The CPU-scale replica of the reference scenario (fwlab demo): budgets at the reference epoch
 # ratios, the tiny model, and small iterations: on CPU the 50,304-wide head is most of the step,
@@ -158,53 +167,6 @@ def planned_total(specs) -> int:
     return sum(s["planned_iters"] for s in specs)
 
 
-# --- reading run directories -----------------------------------------------------------------------
-def _final(run_dir: Path) -> dict | None:
-    p = run_dir / "final.json"
-    if not p.is_file():
-        return None
-    try:
-        return read_json(p)
-    except FwlabError:
-        return None
-
-
-def last_iter(run_dir: Path) -> int | None:
-    """Highest iteration in the run's metrics.jsonl (None before the first line)."""
-    p = run_dir / "metrics.jsonl"
-    if not p.is_file():
-        return None
-    its = [r["iter"] for r in iter_jsonl(p) if isinstance(r.get("iter"), (int, float))]
-    return int(max(its)) if its else None
-
-
-class _Tail:
-    """Follows a growing metrics.jsonl: only new complete lines are parsed on each poll."""
-
-    def __init__(self, path: Path):
-        self.path, self.pos, self.top = path, 0, None
-
-    def poll(self) -> int | None:
-        try:
-            with open(self.path, "rb") as f:
-                if os.fstat(f.fileno()).st_size < self.pos:  # rewritten by a restarted run
-                    self.pos = 0
-                f.seek(self.pos)
-                chunk = f.read()
-        except FileNotFoundError:
-            return self.top
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            return self.top
-        self.pos += end + 1
-        for line in chunk[:end].splitlines():
-            m = re.search(rb'"iter":\s*(\d+)', line)
-            if m:
-                it = int(m.group(1))
-                self.top = it if self.top is None else max(self.top, it)
-        return self.top
-
-
 # --- the sweep directory -------------------------------------------------------------------------
 def _plan_diff(old: dict, new: dict) -> str:
     """What differs between two plans, for the error message: 'budgets: [..] there, [..] now'."""
@@ -230,7 +192,7 @@ class Sweep:
         self.plan, self.specs = plan, specs
         self.path = self.dir / "sweep.json"
         if self.path.is_file():
-            old = read_json(self.path)
+            old = read_sweep(self.path)
             if old.get("plan") != plan:
                 raise FwlabError(f"{self.path}: this directory holds a different sweep ("
                                  f"{_plan_diff(old.get('plan') or {}, plan)}); re-run its own "
@@ -252,7 +214,6 @@ class Sweep:
 
     def _lock(self) -> None:
         # Two processes driving one sweep would train the same runs at once; the lock dies with us.
-        import fcntl
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = open(self.dir / ".lock", "w")
         try:
@@ -286,7 +247,7 @@ class Sweep:
         start = rec["branch_iter"] or 0
         top = last_iter(d)
         iters = max(0, (top if top is not None else start) - start)
-        fin = _final(d)
+        fin = read_final(d)
         kv = dict(iters_computed=iters)
         if fin is None and rec["status"] in OK:  # its directory was removed: run it again
             kv["status"] = "pending"
@@ -306,35 +267,20 @@ class Sweep:
 
 # --- executing one run ---------------------------------------------------------------------------
 def notebook_parameters(nb: Path) -> set[str]:
-    import papermill as pm
     if not nb.is_file():
         raise FwlabError(f"{nb}: the training notebook is missing (a sweep executes it for every "
-                         f"run; run fwlab from a checkout of the repository)")
+                         f"run)")
     return set(pm.inspect_notebook(str(nb)))
 
 
-def notebook_args(cfg: dict, declared: set[str]) -> dict:
-    """A run's full TrainConfig -> papermill parameters: the ones the notebook declares by name, the
-    rest (those different from TrainConfig's defaults) in its `extra` dict."""
-    defaults = TrainConfig().to_dict()
-    params, extra = {}, {}
-    for k, v in cfg.items():
-        name = NB_ALIASES.get(k, k) if NB_ALIASES.get(k, k) in declared else k
-        if name in declared and name != "extra":
-            params[name] = v
-        elif v != defaults.get(k):
-            extra[k] = v
-    if extra:
-        if "extra" not in declared:
-            raise FwlabError(f"{NOTEBOOK}: its parameters cell has no `extra` dict to pass "
-                             f"{', '.join(sorted(extra))}")
-        params["extra"] = extra
-    return params
+def config_file(sweep_dir: Path, name: str) -> Path:
+    """SWEEP/configs/NAME.json: the run's whole TrainConfig, resolved by the sweep, which the
+    training notebook reads as its one parameter `config_file`."""
+    return sweep_dir / "configs" / f"{name}.json"
 
 
 def _short_error(e: BaseException) -> tuple[str, str]:
     """(one line, the last lines of the traceback) of a failed run, without terminal colours."""
-    from papermill.exceptions import PapermillExecutionError
     if isinstance(e, PapermillExecutionError):
         first = f"{e.ename}: {strip_ansi(str(e.evalue)).strip()}"
         tb = strip_ansi("\n".join(e.traceback or []))
@@ -350,7 +296,6 @@ class _Progress:
     run's metrics.jsonl while papermill runs it."""
 
     def __init__(self, total: int, done_iters: int, n_runs: int, enabled: bool):
-        from tqdm.auto import tqdm
         self.bar = tqdm(total=total, initial=done_iters, unit="it", desc="sweep",
                         disable=not enabled, dynamic_ncols=True)
         self.n_runs, self.runs_done = n_runs, 0
@@ -370,7 +315,7 @@ class _Progress:
         self.bar.refresh()
 
     def start_run(self, run_dir: Path, start: int, name: str, max_iters: int):
-        tail, seen = _Tail(run_dir / "metrics.jsonl"), [0]
+        tail, seen = MetricsTail(run_dir / "metrics.jsonl"), [0]
         # iterations already in the directory (an interrupted run) were counted when the sweep began
         tail.poll()
         seen[0] = max(0, (tail.top or start) - start)
@@ -406,7 +351,6 @@ class _Progress:
 
 
 def _execute(nb: Path, out_nb: Path, params: dict, cwd: str) -> None:
-    import papermill as pm
     # The kernel inherits os.environ (HF_*_OFFLINE, TIKTOKEN_CACHE_DIR, ...). Its own log level is
     # raised so its start-up notices do not interleave with the sweep's bar; the run's warnings
     # and errors still land in the executed notebook.
@@ -426,10 +370,11 @@ def run_sweep(out, data, mode: str = "independent", budgets=None, epochs=None,
     plan is validated (to study a single run's setting, and how tests inject a failing run); they
     are part of the plan, so resuming needs the same ones."""
     config = dict(config or {})
+    out = resolve_path(out)
     given = sorted(k for k in PER_RUN if config.get(k) is not None)
     if given:
         raise FwlabError(f"a sweep sets {', '.join(given)} per run; do not give them")
-    data = Path(data).resolve()
+    data = resolve_path(data)
     if not (data / "manifest.json").is_file():
         raise FwlabError(f"{data}: no manifest.json; prepare the data first (fwlab prepare --out "
                          f"{data})")
@@ -443,8 +388,7 @@ def run_sweep(out, data, mode: str = "independent", budgets=None, epochs=None,
     if (budgets is None) == (epochs is None):
         raise FwlabError("give exactly one of --budgets and --epochs")
     if epochs is not None:
-        from fwlab.data import train_tokens as _tt
-        train_tokens = int(_tt(str(data)))
+        train_tokens = int(data_train_tokens(str(data)))
         budgets = epochs_to_budgets(epochs, train_tokens, base.tokens_per_iter)
     specs = plan_sweep(mode, budgets, cooldown_frac=base.cooldown_frac,
                        warmup_iters=config.get("warmup_iters"), schedule=config.get("schedule"))
@@ -461,8 +405,7 @@ def run_sweep(out, data, mode: str = "independent", budgets=None, epochs=None,
     # The plan is what a resumed sweep must share: the settings that change the maths (the
     # trainer's own rule). The rest (micro_batch, device, eval cadence, ...) may change between
     # sessions, e.g. a smaller --micro-batch after running out of memory.
-    from fwlab import __version__
-    from fwlab.train import MATH_FIELDS
+    from fwlab.train import MATH_FIELDS  # here: fwlab.train imports torch (~1 s)
     ident = set(MATH_FIELDS) | {"data", "preset", "n_layer", "n_head", "n_embd", "block_size"}
     full = {k: v for k, v in base.to_dict().items() if k not in PER_RUN}
     plan = dict(mode=mode, budgets=sorted(s["budget"] for s in specs),
@@ -474,9 +417,10 @@ def run_sweep(out, data, mode: str = "independent", budgets=None, epochs=None,
                 epochs=[float(e) for e in epochs] if epochs else None, data=str(data),
                 train_tokens=train_tokens, preset=base.preset, tokens_per_iter=base.tokens_per_iter,
                 cooldown_frac=base.cooldown_frac if mode == "wsd" else None,
-                warmup_iters=specs[0]["settings"].get("warmup_iters"), fwlab_version=__version__)
+                warmup_iters=specs[0]["settings"].get("warmup_iters"), fwlab_version=__version__,
+                code=code_record())
     sw = Sweep(out, plan, specs, meta)
-    return _execute_all(sw, specs, Path(notebook) if notebook else NOTEBOOK, progress)
+    return _execute_all(sw, specs, resolve_path(notebook) if notebook else NOTEBOOK, progress)
 
 
 def _run_config(base: TrainConfig, spec: dict, out: Path) -> dict:
@@ -494,7 +438,9 @@ def _run_config(base: TrainConfig, spec: dict, out: Path) -> dict:
 
 
 def _execute_all(sw: Sweep, specs: list[dict], nb: Path, progress: bool) -> dict:
-    declared = notebook_parameters(nb)
+    if "config_file" not in notebook_parameters(nb):
+        raise FwlabError(f"{nb}: its parameters cell has no `config_file`, through which a sweep "
+                         f"hands each run its config")
     for s in specs:  # what the directories already hold (a resumed sweep)
         sw.refresh(s["name"])
     sw.state["status"] = "running"
@@ -524,7 +470,9 @@ def _execute_all(sw: Sweep, specs: list[dict], nb: Path, progress: bool) -> dict
             bar.start_run(rd, s["branch_iter"] or 0, name, s["max_iters"])
             err = None
             try:
-                _execute(nb, partial, notebook_args(s["config"], declared), cwd)
+                conf = config_file(sw.dir, name)
+                atomic_write_json(conf, s["config"])
+                _execute(nb, partial, {"config_file": str(conf)}, cwd)
             except KeyboardInterrupt:
                 bar.end_run()
                 _keep_notebook(partial, rd)
@@ -538,7 +486,7 @@ def _execute_all(sw: Sweep, specs: list[dict], nb: Path, progress: bool) -> dict
             sw.refresh(name)
             if err is not None and rec["status"] != "diverged":
                 sw.update(name, status="failed", error=err[0], error_detail=err[1])
-            elif err is None and rec["status"] not in OK + ("diverged",):
+            elif err is None and rec["status"] not in ENDED:
                 sw.update(name, status="failed",
                           error=f"the notebook finished but {rd / 'final.json'} is missing")
             bar.end_run(0 if rec["status"] in OK else left())
@@ -615,9 +563,9 @@ def main_from_args(args) -> int:
 
 def main_demo(args) -> int:
     """`fwlab demo`: prepare data, the CPU-scale replica of the reference sweep, then the report."""
-    from fwlab import analysis, prepare as P
+    from fwlab import prepare as P, report  # here: the main job sits above the sweep it runs
     t0 = time.time()
-    out = Path(args.out)
+    out = resolve_path(args.out)
     source, hf_config = P.default_source(args.source)
     print(f"demo 1/3: preparing {source if isinstance(source, str) else ' '.join(source)} "
           f"into {out / 'data'}")
@@ -639,11 +587,11 @@ def main_demo(args) -> int:
     else:
         print(f"demo 3/3: report for {sweep_dir}")
         # the widely shared 40M table, when the checkout ships it: its verdicts show in the report
-        claims = Path(__file__).resolve().parents[1] / "examples" / "claims_40m_fineweb_edu.yaml"
-        report_dir = Path(analysis.make_report(str(sweep_dir),
+        claims = asset("examples", "claims_40m_fineweb_edu.yaml")
+        report_dir = Path(report.make_report(str(sweep_dir),
                                                claims=str(claims) if claims.is_file() else None))
     import pandas as pd
-    table = analysis.display_table(analysis.decision_table(analysis.load_runs(sweep_dir)))
+    table = report.display_table(report.decision_table(load_runs(sweep_dir)))
     with pd.option_context("display.width", 250, "display.max_columns", 30):
         print(table.to_string(index=False))
     print(f"report: {report_dir / 'report.html'} (figures: {report_dir / 'curves.png'}, table: "

@@ -52,6 +52,7 @@ from fwlab.config import TrainConfig, add_train_args, config_from_args
 from fwlab.data import TrainLoader, load_manifest, val_batches
 from fwlab.errors import FwlabError
 from fwlab.model import GPT
+from fwlab.records import code_record
 from fwlab.schedule import lr_at, warmup_of
 from fwlab.utils import (append_jsonl, atomic_write_json, atomic_write_text, iter_jsonl, jsonl_line,
                          read_json)
@@ -211,12 +212,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, device) -> dict:
 
     # Resolve every `auto` setting; the result is what config.json records.
     first = cfg.init_iter or 0
-    dtype = hardware.resolve_dtype(cfg.dtype, device)
-    use_compile = hardware.resolve_compile(cfg.compile, device,
-                                           (cfg.max_iters - first) * cfg.tokens_per_iter)
-    cap = hardware.micro_batch_cap(mc, device, raw.num_params())
-    micro, accum = hardware.pick_micro_batch(cfg.tokens_per_iter, mc.block_size, world,
-                                             cfg.micro_batch, cap)
+    res = hardware.resolve_run(cfg, device, raw.num_params(), world)
+    dtype, use_compile, micro, accum = (res["dtype"], res["compile"], res["micro_batch"],
+                                        res["grad_accum_steps"])
     conf = cfg.to_dict() | dict(
         device=device.type, dtype=dtype, compile=use_compile, micro_batch=micro,
         warmup_iters=warmup_of(cfg), grad_accum_steps=accum, world_size=world,
@@ -224,7 +222,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device) -> dict:
                                                 "warmup_iters")},
         device_name=hardware.device_name(device), model=mc.to_dict(),
         n_params=raw.num_params(), n_params_non_embedding=raw.num_params(non_embedding=True),
-        flops_per_token=raw.flops_per_token(), fwlab_version=__version__,
+        flops_per_token=raw.flops_per_token(), fwlab_version=__version__, code=code_record(),
         torch_version=str(torch.__version__),
         parent={"run": str(Path(cfg.init_from).resolve()), "init_iter": cfg.init_iter}
         if cfg.init_from else None,

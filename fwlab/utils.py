@@ -1,8 +1,10 @@
-"""Small shared helpers: atomic file writes, JSON lines, environment defaults, parsing counts."""
+"""Small shared helpers: atomic file writes, JSON lines, the path rule, parsing counts and numbers,
+formatting token counts."""
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import numbers
 import os
 import re
@@ -131,3 +133,68 @@ def append_jsonl(f, obj: dict) -> None:
     """Append one JSON object as a line to an open text file and flush it to disk."""
     f.write(jsonl_line(obj))
     f.flush()
+
+
+# --- the path rule -------------------------------------------------------------------------------
+def repository_root(start: str | os.PathLike | None = None) -> Path | None:
+    """The git repository the directory `start` (default: the current one) lies in: the nearest
+    ancestor holding `.git` (a folder, or a file in a worktree); None outside any repository."""
+    here = Path(start or os.getcwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / ".git").exists():
+            return d
+    return None
+
+
+def resolve_path(path: str | os.PathLike) -> Path:
+    """fwlab's one rule for a path a user gives, in every command and notebook: an absolute path
+    as it is; a relative one from the repository root (so `results/demo/data` means the same from
+    a notebook that JupyterLab runs in notebooks/ as from a shell at the root), or from the current
+    directory when that is not inside a repository. Returns the absolute path, which is what error
+    messages then name."""
+    p = Path(os.path.expanduser(str(path)))
+    if p.is_absolute():
+        return Path(os.path.normpath(p))
+    return (repository_root() or Path.cwd().resolve()) / p
+
+
+def asset(*parts: str) -> Path:
+    """A file fwlab ships beside its code: notebooks/…, examples/…. Inside an installed package
+    they are package data (fwlab/notebooks/, fwlab/examples/; see pyproject.toml); in a checkout
+    they sit at the repository root, beside fwlab/."""
+    here = Path(__file__).resolve().parent
+    for base in (here, here.parent):
+        if base.joinpath(*parts).exists():
+            return base.joinpath(*parts)
+    return here.parent.joinpath(*parts)  # where a checkout has it: what an error then names
+
+
+# --- numbers from users --------------------------------------------------------------------------
+def parse_number(value, name: str = "value", positive: bool = False) -> float:
+    """A finite number from a flag, a notebook parameter or a YAML value ("3.68e9", "524_288",
+    "524,288", 0.3); `positive`: it must be > 0. FwlabError naming `name` and the value otherwise.
+    The one parser behind plan's and check-claims' numbers (counts: parse_count)."""
+    if isinstance(value, bool):
+        raise FwlabError(f"{name} {value!r}: not a number (e.g. 3.68e9)")
+    try:
+        v = float(str(value).replace("_", "").replace(",", ""))  # YAML reads 3.68e9 as a string
+    except (TypeError, ValueError):
+        raise FwlabError(f"{name} {value!r}: not a number (e.g. 3.68e9)") from None
+    if not math.isfinite(v):
+        raise FwlabError(f"{name} {value!r}: must be a finite number")
+    if positive and not v > 0:
+        raise FwlabError(f"{name} {value!r}: must be positive")
+    return v
+
+
+def fmt_tokens(n) -> str:
+    """A token count for reading: 3.68B, 524k, 42; "–" when there is none."""
+    try:
+        if n is None or n != n:  # None and NaN
+            return "–"
+    except TypeError:  # pandas' NA has no truth value
+        return "–"
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:.0f}"

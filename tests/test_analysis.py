@@ -1,4 +1,4 @@
-"""fwlab.analysis on fabricated sweep directories written exactly as CONTRACTS.md and fwlab/sweep.py
+"""fwlab.runs and fwlab.report on fabricated sweep directories written exactly as CONTRACTS.md and fwlab/sweep.py
 lay them out (sweep.json + runs/NAME/{config,final}.json + metrics.jsonl), so every expected number
 is known in advance; and one real papermill execution of notebooks/03_analysis.ipynb."""
 import csv
@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fwlab import analysis
+from fwlab import report as R
+from fwlab.runs import load_runs
 from fwlab.errors import FwlabError
 
 TPI = 1024               # tokens per iteration
@@ -115,7 +116,7 @@ def _final_json(sweep: Path, name: str) -> dict:
 
 def test_independent_sweep_loads_final_numbers_and_curves(tmp_path):
     sw = make_sweep(tmp_path / "ind", "independent")
-    lab = analysis.load_runs(sw)
+    lab = load_runs(sw)
     r = lab.runs.set_index("run")
     assert list(r.index) == ["b60", "b100", "b150"] and r["is_budget"].all()
     for name, B in (("b60", 60), ("b100", 100), ("b150", 150)):
@@ -135,7 +136,7 @@ def test_independent_sweep_loads_final_numbers_and_curves(tmp_path):
 
 def test_wsd_branches_are_stitched_to_the_trunk(tmp_path):
     sw = make_sweep(tmp_path / "wsd", "wsd")
-    lab = analysis.load_runs(sw)
+    lab = load_runs(sw)
     r = lab.runs.set_index("run")
     assert r["is_budget"].all()  # the trunk is the largest budget's run
     assert r.loc["b60", "parent_run"] == "b150" and r.loc["b60", "branch_iter"] == 48
@@ -166,7 +167,7 @@ def test_wsd_branches_are_stitched_to_the_trunk(tmp_path):
 
 def test_decision_table_gains_and_summary_csv_equal_final_json(tmp_path):
     sw = make_sweep(tmp_path / "wsd", "wsd")
-    table = analysis.decision_table(analysis.load_runs(sw).runs)
+    table = R.decision_table(load_runs(sw).runs)
     assert list(table["run"]) == ["b60", "b100", "b150"]
     loss, hours = table["final_val_loss"].to_numpy(), table["hours"].to_numpy()
     assert math.isnan(table["gain"].iloc[0]) and math.isnan(table["gain_per_hour"].iloc[0])
@@ -176,9 +177,9 @@ def test_decision_table_gains_and_summary_csv_equal_final_json(tmp_path):
     se = table["val_loss_stderr"].to_numpy()
     assert table["gain_stderr"].iloc[2] == pytest.approx(math.hypot(se[1], se[2]))
 
-    path = analysis.write_summary(table, tmp_path / "summary.csv")
+    path = R.write_summary(table, tmp_path / "summary.csv")
     rows = list(csv.DictReader(path.read_text().splitlines()))
-    assert set(analysis.SUMMARY_COLUMNS) <= set(rows[0])
+    assert set(R.SUMMARY_COLUMNS) <= set(rows[0])
     for row in rows:
         f = _final_json(sw, row["run"])
         for col in ("tokens", "epochs", "final_val_loss", "val_loss_stderr", "wall_s"):
@@ -189,13 +190,13 @@ def test_decision_table_gains_and_summary_csv_equal_final_json(tmp_path):
 
 def test_failed_run_is_shown_not_hidden(tmp_path):
     sw = make_sweep(tmp_path / "ind", "independent", fail=100)
-    lab = analysis.load_runs(sw)
-    table = analysis.decision_table(lab.runs).set_index("run")
+    lab = load_runs(sw)
+    table = R.decision_table(lab.runs).set_index("run")
     assert table.loc["b100", "status"] == "failed" and math.isnan(table.loc["b100", "final_val_loss"])
     assert math.isnan(table.loc["b150", "gain"])  # no gain over a budget that has no result
     assert table.loc["b100", "iters_computed"] == 50
-    assert "b100" in analysis.describe(lab) and "boom" in analysis.describe(lab)
-    shown = analysis.display_table(analysis.decision_table(lab.runs))
+    assert "b100" in R.describe(lab) and "boom" in R.describe(lab)
+    shown = R.display_table(R.decision_table(lab.runs))
     assert shown["val loss ± stderr"].iloc[1] == "– ± –"
 
 
@@ -207,10 +208,10 @@ def test_runs_without_a_directory_are_listed_with_their_sweep_status(tmp_path):
     (sw / "sweep.json").write_text(json.dumps(s))
     import shutil
     shutil.rmtree(sw / "runs" / s["runs"][1]["name"])
-    lab = analysis.load_runs(sw)
-    table = analysis.decision_table(lab.runs).set_index("run")
+    lab = load_runs(sw)
+    table = R.decision_table(lab.runs).set_index("run")
     assert table.loc["b60", "status"] == "skipped" and math.isnan(table.loc["b60", "final_val_loss"])
-    assert "did not finish" in analysis.describe(lab)
+    assert "did not finish" in R.describe(lab)
     assert len(lab.evals[lab.evals["run"] == "b60"]) == 0
 
 
@@ -225,14 +226,14 @@ def test_run_dirs_metrics_robustness_and_parent_by_path(tmp_path):
         f.write(json.dumps(dict(iter=60, hellaswag_acc_norm=0.26)) + "\n")
         f.write('{"iter": 61, "train_lo')
     (branch / "eval_hellaswag.json").write_text(json.dumps(dict(acc=0.25, acc_norm=0.27, n=100)))
-    lab = analysis.load_runs(branch, trunk)
+    lab = load_runs(branch, trunk)
     r = lab.runs.set_index("run")
     assert r.loc["b60", "parent_run"] == "b150" and r.loc["b60", "sweep"] == ""
     ev = lab.evals[lab.evals["run"] == "b60"]
     assert list(ev["iter"]) == [0, 20, 40, 60] and ev["val_loss"].iloc[-1] == 9.0
     assert r.loc["b60", "iters_computed"] == 12  # final iters - init_iter, without sweep.json
     assert r.loc["b60", "hellaswag_acc_norm"] == 0.27
-    assert list(analysis.hellaswag_table(lab.runs)["run"]) == ["b60"]
+    assert list(R.hellaswag_table(lab.runs)["run"]) == ["b60"]
 
 
 def test_constant_trunk_without_budget_keys_is_not_a_budget(tmp_path):
@@ -245,14 +246,14 @@ def test_constant_trunk_without_budget_keys_is_not_a_budget(tmp_path):
     (sw / "sweep.json").write_text(json.dumps(s))
     cfg = json.loads((sw / "runs" / "b150" / "config.json").read_text())
     (sw / "runs" / "b150" / "config.json").write_text(json.dumps(cfg | dict(schedule="constant")))
-    lab = analysis.load_runs(sw)
-    assert list(analysis.decision_table(lab.runs)["run"]) == ["b60", "b100"]
+    lab = load_runs(sw)
+    assert list(R.decision_table(lab.runs)["run"]) == ["b60", "b100"]
     assert len(lab.evals[lab.evals["run"] == "b60"]) == 4  # still stitched to the trunk
 
 
 def test_plot_curves_marks_epochs_and_branch_points(tmp_path):
-    lab = analysis.load_runs(make_sweep(tmp_path / "wsd", "wsd"))
-    fig = analysis.plot_curves(lab, log_x=True)
+    lab = load_runs(make_sweep(tmp_path / "wsd", "wsd"))
+    fig = R.plot_curves(lab, log_x=True)
     ax_tok, ax_hours = fig.axes
     assert ax_tok.get_xscale() == "log" and ax_tok.get_xlabel() == "training tokens"
     vlines = [ln for ln in ax_tok.get_lines() if ln.get_linestyle() == ":"]
@@ -263,25 +264,25 @@ def test_plot_curves_marks_epochs_and_branch_points(tmp_path):
     b60 = next(ln for ln in ax_tok.get_lines() if ln.get_label().startswith("b60"))
     assert list(b60.get_xdata()) == [48 * TPI, 60 * TPI]  # from the branch point to its own eval
     assert "hours" in ax_hours.get_xlabel()
-    assert analysis.plot_curves(lab, log_x=False, xs=("tokens",)).axes[0].get_xscale() == "linear"
-    png = analysis.save_figure(fig, tmp_path / "c.png")
+    assert R.plot_curves(lab, log_x=False, xs=("tokens",)).axes[0].get_xscale() == "linear"
+    png = R.save_figure(fig, tmp_path / "c.png")
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / "c.png").read_bytes() == png
 
 
 def test_make_report_writes_the_four_files(tmp_path, repo_root):
     sw = make_sweep(tmp_path / "wsd", "wsd")
-    out = analysis.make_report(sw, claims=repo_root / "examples" / "claims_40m_fineweb_edu.yaml")
+    out = R.make_report(sw, claims=repo_root / "examples" / "claims_40m_fineweb_edu.yaml")
     assert out == sw.resolve() / "report"
-    assert sorted(p.name for p in out.iterdir()) == sorted(analysis.REPORT_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(R.REPORT_FILES)
     nb = json.loads((out / "analysis.ipynb").read_text())
     outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)
     html = (out / "report.html").read_text()
-    assert "analysis.load_runs" not in html  # code cells hidden
+    assert "load_runs(" not in html  # code cells hidden
     assert "data:image/png;base64" in html and "Decision table" in html and "b100" in html
     assert "val loss 2.42-2.55 after 20,000 iterations" in html  # the claims' verdicts
-    assert analysis.claims_verdicts(None, sw).startswith("No claims file given")
+    assert R.claims_verdicts(None, load_runs(sw)).startswith("No claims file given")
     rows = list(csv.DictReader((out / "summary.csv").read_text().splitlines()))
     assert [r["run"] for r in rows] == ["b60", "b100", "b150"]
     for row in rows:
@@ -293,17 +294,17 @@ def test_make_report_writes_the_four_files(tmp_path, repo_root):
 
 def test_missing_or_empty_sweep_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(FwlabError, match="nope: no such directory"):
-        analysis.make_report(tmp_path / "nope")
+        R.make_report(tmp_path / "nope")
     (tmp_path / "plain").mkdir()
     with pytest.raises(FwlabError, match=r"plain.*no sweep\.json"):
-        analysis.make_report(tmp_path / "plain")
+        R.make_report(tmp_path / "plain")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "sweep.json").write_text(json.dumps(dict(mode="wsd", budgets=[], runs=[])))
     with pytest.raises(FwlabError, match=r"empty.*no runs"):
-        analysis.make_report(tmp_path / "empty")
+        R.make_report(tmp_path / "empty")
     assert not (tmp_path / "empty" / "report").exists()
     with pytest.raises(FwlabError, match="not a run directory"):
-        analysis.load_runs(tmp_path / "plain")
+        load_runs(tmp_path / "plain")
     from fwlab.cli import main
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "no runs" in capsys.readouterr().err
@@ -313,14 +314,14 @@ def test_a_failing_notebook_leaves_no_report_under_final_names(tmp_path, monkeyp
     import nbformat
     nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
                                                            "display_name": "Python 3"}})
-    params = nbformat.v4.new_code_cell("sweep_dir = ''\nclaims = None\nlog_x = True")
+    params = nbformat.v4.new_code_cell("sweep_dir = ''\nclaims = None\nlog_x = True\nreport_dir = None")
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell("raise ValueError('boom in the notebook')")]
     nbformat.write(nb, tmp_path / "failing.ipynb")
-    monkeypatch.setattr(analysis, "NOTEBOOK", tmp_path / "failing.ipynb")
+    monkeypatch.setattr(R, "NOTEBOOK", tmp_path / "failing.ipynb")
     sw = make_sweep(tmp_path / "ind", "independent")
     with pytest.raises(FwlabError, match=r"ValueError: boom in the notebook.*analysis\.failed\.ipynb"):
-        analysis.make_report(sw)
+        R.make_report(sw)
     assert sorted(p.name for p in (sw / "report").iterdir()) == ["analysis.failed.ipynb"]
 
 
@@ -329,28 +330,146 @@ def test_bad_claims_file_is_refused_before_any_kernel(tmp_path):
     bad = tmp_path / "claims.yaml"
     bad.write_text("name: x\nclaims: []\n")
     with pytest.raises(FwlabError, match="claims.yaml"):
-        analysis.make_report(sw, claims=bad)
+        R.make_report(sw, claims=bad)
     with pytest.raises(FwlabError, match="missing.yaml"):
-        analysis.make_report(sw, claims=tmp_path / "missing.yaml")
+        R.make_report(sw, claims=tmp_path / "missing.yaml")
 
 
-def test_relative_paths_fall_back_to_the_repository_root(tmp_path, monkeypatch, repo_root):
-    monkeypatch.chdir(tmp_path)  # as JupyterLab runs a notebook: from another directory
-    assert analysis.resolve_path("notebooks/03_analysis.ipynb") == repo_root / "notebooks" / \
-        "03_analysis.ipynb"
-    (tmp_path / "notebooks").mkdir()  # found from here first
-    assert analysis.resolve_path("notebooks") == tmp_path.resolve() / "notebooks"
+def test_relative_paths_are_from_the_repository_root(tmp_path, monkeypatch, repo_root):
+    from fwlab.utils import resolve_path
+    monkeypatch.chdir(repo_root / "notebooks")  # as JupyterLab runs a notebook
+    assert resolve_path("results/demo/data") == repo_root / "results" / "demo" / "data"
+    assert resolve_path("/elsewhere/x") == Path("/elsewhere/x")
+    monkeypatch.chdir(tmp_path)  # outside any repository: from the current directory
+    assert resolve_path("runs/b6") == tmp_path.resolve() / "runs" / "b6"
+
+
+def test_a_missing_data_directory_names_the_path_tried_and_the_right_fix(tmp_path, monkeypatch,
+                                                                          repo_root):
+    from fwlab.config import notebook_config
+    from fwlab.data import load_manifest
+    monkeypatch.chdir(repo_root / "notebooks")
+    cfg = notebook_config({"data_dir": "results/no-such-data", "run_dir": "results/r"})
+    with pytest.raises(FwlabError) as e:
+        load_manifest(cfg.data)
+    assert str(e.value).startswith(f"{repo_root / 'results' / 'no-such-data'}: no prepared data")
+    assert "create it with: fwlab prepare" in str(e.value)
+    sw = make_sweep(tmp_path / "ind", "independent")  # a folder of something else: no such advice
+    with pytest.raises(FwlabError, match="not a prepared data directory") as e:
+        load_manifest(sw)
+    assert "create it with" not in str(e.value) and str(sw) in str(e.value)
 
 
 def test_two_sweeps_together_keep_their_runs_apart(tmp_path):
-    lab = analysis.load_runs(make_sweep(tmp_path / "wsd", "wsd"),
+    lab = load_runs(make_sweep(tmp_path / "wsd", "wsd"),
                              make_sweep(tmp_path / "ind", "independent"))
     assert sorted(lab.runs["run"]) == sorted(f"{s}/b{b}" for s in ("ind", "wsd")
                                              for b in (60, 100, 150))
     assert len(lab.evals[lab.evals["run"] == "wsd/b60"]) == 4  # stitched to wsd/b150, not ind's
-    table = analysis.decision_table(lab.runs)
+    table = R.decision_table(lab.runs)
     assert list(table["sweep"]) == ["ind"] * 3 + ["wsd"] * 3
     assert table.groupby("sweep")["gain"].apply(lambda g: g.isna().tolist()).tolist() == \
         [[True, False, False]] * 2
-    assert "sweep" in analysis.display_table(table).columns
-    assert len(analysis.plot_curves(lab).axes[0].get_legend().get_texts()) == 7
+    assert "sweep" in R.display_table(table).columns
+    assert len(R.plot_curves(lab).axes[0].get_legend().get_texts()) == 7
+
+
+# --- fwlab.runs: the one reader -----------------------------------------------------------------
+def test_the_lab_carries_every_file_whole(tmp_path):
+    sw = make_sweep(tmp_path / "wsd", "wsd")
+    (sw / "runs" / "b60" / "eval_hellaswag.json").write_text(json.dumps(dict(acc=0.3, n=10)))
+    lab = load_runs(sw)
+    for name in ("b60", "b100", "b150"):
+        d = sw / "runs" / name
+        assert lab.config(name) == json.loads((d / "config.json").read_text())
+        assert lab.final(name) == json.loads((d / "final.json").read_text())
+    assert lab.benchmarks["b60"] == {"hellaswag": dict(acc=0.3, n=10)}
+    assert lab.sweep_files["wsd"] == json.loads((sw / "sweep.json").read_text())
+    assert lab.sources == [sw.resolve()]
+
+
+@pytest.mark.parametrize("doc, key", [({"runs": 5}, "'runs'"), ({"runs": [5]}, r"runs\[0\]"),
+                                      ({"runs": [{"status": "completed"}]}, r"runs\[0\]"),
+                                      ({"runs": [], "budgets": "60,100"}, "'budgets'"),
+                                      ([1, 2], "JSON object")])
+def test_bad_sweep_json_is_one_line_naming_file_and_key(tmp_path, doc, key):
+    sw = make_sweep(tmp_path / "ind", "independent")
+    (sw / "sweep.json").write_text(json.dumps(doc))
+    with pytest.raises(FwlabError, match=rf"sweep\.json: .*{key}") as e:
+        load_runs(sw)
+    assert "\n" not in str(e.value)
+
+
+def test_plot_run_draws_one_runs_curves_and_lr(tmp_path):
+    sw = make_sweep(tmp_path / "wsd", "wsd")
+    lab = load_runs(sw / "runs" / "b100")  # a branch alone: only its own points
+    fig = R.plot_run(lab)
+    ax, ax_lr = fig.axes
+    own = lab.evals[lab.evals["own"]]
+    bars = ax.containers[0]  # the val-loss errorbar
+    assert list(bars.lines[0].get_xdata()) == list(own["tokens"])
+    assert list(bars.lines[0].get_ydata()) == list(own["val_loss"])
+    assert list(ax.lines[0].get_xdata()) == list(lab.train["tokens"])
+    assert list(ax_lr.lines[0].get_ydata()) == list(lab.train["lr"])
+    assert "b100: completed" in ax.get_title()
+    assert R.save_figure(fig, tmp_path / "run.png")[:4] == b"\x89PNG"
+
+
+def test_report_of_runs_trained_separately(tmp_path, capsys):
+    """`fwlab report RUN RUN --out DIR`: two runs from no sweep, plotted and tabled together."""
+    from fwlab.cli import main
+    sw = make_sweep(tmp_path / "ind", "independent")
+    runs = [str(sw / "runs" / "b60"), str(sw / "runs" / "b150")]
+    assert main(["report", *runs]) == 2
+    assert "--out DIR" in capsys.readouterr().err
+    out = tmp_path / "together"
+    assert main(["report", *runs, "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "summary.csv").read_text().splitlines()))
+    assert [r["run"] for r in rows] == ["b60", "b150"]
+    assert float(rows[1]["final_val_loss"]) == _final_json(sw, "b150")["final_val_loss"]
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG" and (out / "report.html").is_file()
+
+
+def test_fwlab_report_opens_each_file_of_the_sweep_once(tmp_path, repo_root):
+    """Every open() of a file under the sweep (but its report/), in the `fwlab report` process and
+    in the notebook's kernel, logged by an audit hook both load through sitecustomize."""
+    import os
+    import subprocess
+    import sys
+    sw = make_sweep(tmp_path / "wsd", "wsd")
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        "import os, sys\n"
+        "_ROOT, _LOG = os.environ['OPENS_ROOT'], os.environ['OPENS_LOG']\n"
+        "def _hook(event, args):\n"
+        "    if event != 'open' or not isinstance(args[0], (str, bytes, os.PathLike)):\n"
+        "        return\n"
+        "    p, mode = os.fsdecode(args[0]), str(args[1] or 'r')\n"
+        "    if p.startswith(_ROOT) and not p.startswith(os.path.join(_ROOT, 'report')) \\\n"
+        "            and not set(mode) & set('wax+'):\n"
+        "        with open(_LOG, 'a') as f:\n"
+        "            f.write(os.path.relpath(p, _ROOT) + '\\n')\n"
+        "sys.addaudithook(_hook)\n")
+    log = tmp_path / "opens.log"
+    env = dict(os.environ, OPENS_ROOT=str(sw.resolve()), OPENS_LOG=str(log),
+               PYTHONPATH=os.pathsep.join([str(hook), str(repo_root)]
+                                          + [os.environ.get("PYTHONPATH", "")]))
+    claims = repo_root / "examples" / "claims_40m_fineweb_edu.yaml"
+    r = subprocess.run([sys.executable, "-m", "fwlab", "report", str(sw), "--claims", str(claims)],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    opened = log.read_text().split()
+    files = sorted(str(p.relative_to(sw)) for p in sw.rglob("*")
+                   if p.is_file() and "report" not in p.relative_to(sw).parts)
+    assert len(files) == 10  # sweep.json + 3 runs x (config.json, metrics.jsonl, final.json)
+    assert sorted(opened) == files  # each once
+
+
+def test_check_claims_uses_the_lab_it_is_given(tmp_path, monkeypatch, repo_root):
+    from fwlab import claims
+    lab = load_runs(make_sweep(tmp_path / "wsd", "wsd"))
+    monkeypatch.setattr(claims, "load_runs", lambda *a: pytest.fail("the sweep was loaded again"))
+    df = claims.check_claims(repo_root / "examples" / "claims_40m_fineweb_edu.yaml", lab=lab)
+    assert len(df) and set(df["verdict"]) <= {"too optimistic", "too pessimistic", "consistent",
+                                              "unchecked"}

@@ -334,11 +334,12 @@ def test_backtest_on_a_synthetic_sweep(tmp_path):
 
 def test_backtest_table_in_the_analysis(tmp_path):
     """The analysis notebook's backtest section shows the same numbers as forecast.backtest."""
-    from fwlab import analysis
+    from fwlab import report
+    from fwlab.runs import load_runs
 
     sweep = write_sweep(tmp_path / "sw", budgets=(60, 100, 150, 201), eval_interval=3)
     bt = F.backtest(sweep, frac=0.3)
-    row = analysis.backtest_summary(sweep).iloc[0]
+    row = report.backtest_summary(load_runs(sweep)).iloc[0]
     assert row["run"] == bt["run"] == "b201"
     assert row["forecast [interval]"] == f"{bt['forecast']:.4f} [{bt['low']:.4f}, {bt['high']:.4f}]"
     assert row["error (nats)"] == f"{bt['error']:+.4f}" and bool(row["inside interval"]) == bt["inside"]
@@ -346,7 +347,7 @@ def test_backtest_table_in_the_analysis(tmp_path):
     (tmp_path / "sw" / "runs" / "b60" / "final.json").unlink()
     for name in ("b100", "b150", "b201"):
         (tmp_path / "sw" / "runs" / name / "final.json").unlink()
-    assert analysis.backtest_summary(sweep).startswith("No backtest:")
+    assert report.backtest_summary(load_runs(sweep)).startswith("No backtest:")
 
 
 def test_seed_floor_of_sweeps_that_differ_by_an_offset(tmp_path):

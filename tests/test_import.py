@@ -254,14 +254,9 @@ def test_reference_branch_alone_gets_its_trunk_points(tmp_path):
 
 @NEED_REF
 def test_reference_group_gives_a_sweep_with_four_budgets(tmp_path):
-    try:  # the one reader of run and sweep directories, wherever it lives
-        from fwlab.runs import load_runs
-    except ImportError:
-        from fwlab.analysis import load_runs
-    try:
-        from fwlab.report import decision_table
-    except ImportError:
-        from fwlab.analysis import decision_table
+    from fwlab.report import decision_table
+    from fwlab.runs import load_runs
+
     state = I.import_reference_group(REF, "schaipp2025-124m-lr0.001", tmp_path / "sweep",
                                      progress=False)
     assert state["mode"] == "wsd" and state["budgets"] == [15000, 25000, 35000, 50000]

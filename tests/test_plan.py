@@ -1,4 +1,4 @@
-"""fwlab.plan: the measured throughput, hours on a named GPU, the plan table and its
+"""fwlab.plan and fwlab.throughput: the measured throughput, hours on a named GPU, the plan table and its
 recommendation, and the `fwlab plan` / `fwlab check-claims` commands end to end.
 
 Synthetic sweeps come from tests/test_forecast.py (a known curve, so every number has an answer).
@@ -10,13 +10,14 @@ import sys
 import pytest
 
 from fwlab import plan as P
+from fwlab import throughput
 from fwlab.errors import FwlabError
 from test_forecast import EXAMPLE, REPO, final_loss, write_sweep
 
 
 # --- throughput and the planner ------------------------------------------------------------------
 def test_measure_throughput_runs_the_real_step():
-    m = P.measure_throughput("tiny", 4 * 128, device="cpu", dtype="float32", compile=False,
+    m = throughput.measure_throughput("tiny", 4 * 128, device="cpu", dtype="float32", compile=False,
                              iters=2, micro_batch=2, warmup=1, progress=False)
     assert m["accum"] == 2 and m["micro_batch"] == 2
     assert m["tok_per_s"] > 0
@@ -34,7 +35,7 @@ def test_planner_hours_follow_the_measured_throughput(monkeypatch, tmp_path):
                     device_name="test-cpu", dtype="float32", compile=False, mfu=None,
                     method="fake")
 
-    monkeypatch.setattr(P, "measure_throughput", fake_measure)
+    monkeypatch.setattr(throughput, "measure_throughput", fake_measure)
     p = P.plan("tiny", 290_000, 4096, [60, 100, 150, 200, 400], sources=[sweep], n_boot=40,
                progress=False)
     assert calls == [("tiny", 4096)]

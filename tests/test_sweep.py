@@ -71,15 +71,8 @@ def test_epochs_become_budgets_and_bad_budgets_are_refused():
         sweep.plan_sweep("grid", [10])
 
 
-def test_notebook_parameters_carry_every_setting():
-    declared = sweep.notebook_parameters(sweep.NOTEBOOK)
-    cfg = dict(sweep.TrainConfig(data="/d", out="/r", max_iters=7, lr=1e-3, keep_ckpts=5).to_dict())
-    params = sweep.notebook_args(cfg, declared)
-    assert params.get("data_dir", params.get("extra", {}).get("data")) == "/d"
-    assert params.get("run_dir", params.get("extra", {}).get("out")) == "/r"
-    flat = {k: v for k, v in params.items() if k != "extra"} | params.get("extra", {})
-    for k, v in (("max_iters", 7), ("lr", 1e-3), ("keep_ckpts", 5)):
-        assert flat[k] == v
+def test_the_notebook_takes_a_runs_config_as_one_file():
+    assert "config_file" in sweep.notebook_parameters(sweep.NOTEBOOK)
 
 
 def test_progress_bar_follows_a_growing_metrics_file(tmp_path):
@@ -139,7 +132,13 @@ def test_wsd_sweep_runs_trunk_and_branches_through_papermill(wsd_sweep):
         warmups.add(conf["warmup_iters"])
         # the executed notebook is kept, with the parameters papermill injected
         nb = json.loads((d / "train.ipynb").read_text())
-        assert nb["metadata"]["papermill"]["parameters"]
+        assert nb["metadata"]["papermill"]["parameters"] == {
+            "config_file": str(out.resolve() / "configs" / f"{name}.json")}  # the one parameter
+        given = json.loads((out / "configs" / f"{name}.json").read_text())
+        assert {k: conf[k] for k in ("lr", "max_iters", "init_from", "out")} == \
+            {k: given[k] for k in ("lr", "max_iters", "init_from", "out")}
+        assert conf["code"] == state["code"] and set(state["code"]) == {
+            "fwlab_version", "git_commit", "git_dirty", "git_diff_sha256"}
         if r["parent"]:
             assert Path(conf["init_from"]) == (out / "runs" / "b16").resolve()
             assert conf["init_iter"] == r["branch_iter"]
@@ -230,7 +229,7 @@ def test_an_interrupted_run_is_resumed(independent_sweep, tiny_data, monkeypatch
                                                                       real(nb, o, params, cwd)))
     again = sweep.run_sweep(out, tiny_data, "independent", budgets=[6, 10], config=TINY,
                             progress=False)
-    assert [p.get("run_dir", p.get("extra", {}).get("out")) for p in calls] == [str(run.resolve())]
+    assert [json.loads(open(p["config_file"]).read())["out"] for p in calls] == [str(run.resolve())]
     assert again["status"] == "completed"
     assert json.loads((run / "final.json").read_text())["final_val_loss"] == final["final_val_loss"]
     assert (run / "metrics.jsonl").read_bytes() == metrics  # resumed at the end: nothing redone
@@ -248,7 +247,9 @@ def test_a_failing_run_is_recorded_and_the_others_complete(sweeps_root, tiny_dat
     runs = {r["name"]: r for r in state["runs"]}
     assert state["status"] == "failed"
     assert runs["b4"]["status"] == "failed" and "no-such-preset" in runs["b4"]["error"]
-    assert "Traceback" in runs["b4"]["error_detail"] or "Error" in runs["b4"]["error_detail"]
+    # a user's error (FwlabError) is its one line, in the kernel too; other errors keep a traceback
+    assert runs["b4"]["error_detail"].startswith("preset='no-such-preset': unknown preset")
+    assert "\n" not in runs["b4"]["error_detail"]
     nb = json.loads((out / "runs" / "b4" / "train.ipynb").read_text())
     assert any(o.get("output_type") == "error" for c in nb["cells"] for o in c.get("outputs", []))
     assert not (out / "runs" / "b4" / "final.json").exists()
@@ -268,10 +269,11 @@ def test_branches_of_a_failed_trunk_are_skipped(sweeps_root, tiny_data):
 
 
 def test_report_summary_equals_final_json(wsd_sweep):
-    analysis = pytest.importorskip("fwlab.analysis")
     import pandas as pd
+
+    from fwlab import report
     out, _ = wsd_sweep
-    analysis.make_report(out)
+    report.make_report(out)
     summary = pd.read_csv(out / "report" / "summary.csv").set_index("max_iters")
     assert sorted(summary.index) == [8, 12, 16]
     for b in (8, 12, 16):

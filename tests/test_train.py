@@ -330,12 +330,13 @@ def test_notebook_is_stored_clean_with_literal_parameters():
         values[node.targets[0].id] = ast.literal_eval(node.value)  # literals only
     defaults = TrainConfig().to_dict()
     for name, v in values.items():
-        if name not in ("data_dir", "run_dir", "extra"):
+        if name not in ("data_dir", "run_dir", "extra", "config_file"):
             assert v == defaults[name], name  # the notebook's defaults are TrainConfig's
+    assert values["extra"] == {} and values["config_file"] == ""
     assert {"max_iters", "preset", "data_dir", "run_dir", "schedule", "tokens_per_iter", "lr",
             "warmup_iters", "cooldown_frac", "micro_batch", "eval_interval", "eval_tokens",
             "ckpt_interval", "ckpt_at", "init_from", "init_iter", "device", "dtype", "compile", "seed",
-            "extra"} <= set(values)
+            "extra", "config_file"} <= set(values)
 
 
 def test_papermill_runs_the_training_notebook(tiny_data, tmp_path):
@@ -353,3 +354,31 @@ def test_papermill_runs_the_training_notebook(tiny_data, tmp_path):
     out = json.loads((tmp_path / "out.ipynb").read_text())
     assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
                for c in out["cells"] for o in c.get("outputs", []))  # the curves were drawn
+
+
+def test_a_mistyped_notebook_parameter_ends_with_one_line(tiny_data, tmp_path):
+    """`papermill 02_train.ipynb out.ipynb -p max_iter 40`: the kernel's error is the one line."""
+    import papermill as pm
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        pm.execute_notebook(str(NOTEBOOK), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                            cwd=str(tmp_path), progress_bar=False,
+                            parameters=dict(max_iter=40, data_dir=str(tiny_data), run_dir="r"))
+    line = "unknown parameter 'max_iter'; did you mean 'max_iters'?"
+    assert e.value.traceback == [line]  # no traceback around it
+    assert str(e.value).strip().splitlines()[-1] == line
+    assert not (tmp_path / "r").exists()
+
+
+def test_notebook_config_reads_a_config_file_and_resolves_paths(tmp_path, monkeypatch, repo_root):
+    from fwlab.config import notebook_config
+    from fwlab.utils import atomic_write_json
+    cfg = TrainConfig(data="/d", out="/r", max_iters=7, lr=1e-3, keep_ckpts=5, preset="tiny")
+    atomic_write_json(tmp_path / "b7.json", cfg.to_dict())
+    assert notebook_config({"config_file": str(tmp_path / "b7.json"), "max_iters": 6000}) == cfg
+    monkeypatch.chdir(repo_root / "notebooks")  # JupyterLab's working directory
+    got = notebook_config({"data_dir": "results/demo/data", "run_dir": "results/r", "preset": "tiny",
+                           "tokens_per_iter": 512, "In": [], "_x": 1, "final": {}})
+    assert (got.data, got.out) == (str(repo_root / "results" / "demo" / "data"),
+                                   str(repo_root / "results" / "r"))
+    with pytest.raises(FwlabError, match=r"^unknown parameter 'data_dr'; did you mean 'data_dir'\?$"):
+        notebook_config({"data_dr": "x"})
