@@ -190,7 +190,9 @@ def _add_export(sub):
     p.add_argument("--ckpt", type=int, default=None)
     p.add_argument("--out", required=True)
     p.add_argument("--format", choices=("hf",), default="hf")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier export in --out (never a run, a sweep, a data folder "
+                        "or a file export did not write)")
     p.add_argument("--no-verify", action="store_true",
                    help="skip loading the export back with transformers to compare logits")
     p.set_defaults(func=_run_export)

@@ -52,7 +52,8 @@ from tqdm.auto import tqdm
 
 from fwlab.data import MANIFEST, write_shard
 from fwlab.errors import FwlabError
-from fwlab.utils import atomic_write_bytes, atomic_write_json, parse_count, read_json
+from fwlab.utils import (atomic_write_bytes, atomic_write_json, folder_kind, parse_count,
+                         read_json)
 
 DEFAULT_SOURCE = "hf:HuggingFaceFW/fineweb-edu"
 DEFAULT_HF_CONFIG = "sample-10BT"
@@ -463,6 +464,10 @@ def _inspect(out: Path, config: dict, overwrite: bool):
     """("complete", manifest) | ("resume", state) | ("fresh", None); refuses a foreign DIR."""
     if out.exists() and not out.is_dir():
         raise FwlabError(f"--out {out} exists and is not a directory")
+    kind = folder_kind(out)
+    if kind and not kind.startswith("a data folder"):  # --overwrite replaces only a data folder
+        raise FwlabError(f"--out {out}: holds {kind}, not a data folder; nothing was changed, "
+                         "choose another --out")
     if overwrite:
         return "fresh", None
     if (out / MANIFEST).is_file():

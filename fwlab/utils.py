@@ -131,3 +131,33 @@ def append_jsonl(f, obj: dict) -> None:
     """Append one JSON object as a line to an open text file and flush it to disk."""
     f.write(jsonl_line(obj))
     f.flush()
+
+
+# What an fwlab folder is, told by the file that only that kind of folder holds. Commands that
+# write into or replace a folder (--out, --overwrite) read this so that they never replace, or
+# write into, a folder of another kind: a run, a sweep or a data folder is never deleted.
+_KINDS = (("sweep.json", "a sweep"), ("manifest.json", "a data folder"),
+          (".prepare_state.npz", "a data folder being prepared"), ("final.json", "a run"),
+          ("metrics.jsonl", "a run"), ("ckpt", "a run"), ("fwlab_export.json", "an export"))
+
+
+def folder_kind(path: str | os.PathLike) -> str | None:
+    """'a run', 'a sweep', 'a data folder', 'a data folder being prepared', 'an export' or None."""
+    p = Path(path)
+    if not p.is_dir():
+        return None
+    for name, kind in _KINDS:
+        if (p / name).exists():
+            return kind
+    return None
+
+
+def fwlab_inside(path: str | os.PathLike) -> tuple[Path, str] | None:
+    """(folder, kind) of the first run, sweep, data folder or export at or below `path`
+    (symlinks are not followed), else None."""
+    for root, dirs, _ in os.walk(path):
+        kind = folder_kind(root)
+        if kind:
+            return Path(root), kind
+        dirs.sort()
+    return None
