@@ -1,6 +1,8 @@
 """The `fwlab` command: argument parsing only; each subcommand calls one fwlab module.
 
-Errors a user can fix (FwlabError) print as one line, without a traceback, and exit 2.
+Exit status: 0 done; 2 an error a user can fix (FwlabError, and a file the command could not read
+or write), printed as one line without a traceback; 3 `fwlab train` ran but the run diverged; 1
+`fwlab sweep` had a run that failed, and any unexpected error (a traceback); 130 interrupted.
 """
 from __future__ import annotations
 
@@ -46,10 +48,11 @@ def _add_train(sub):
 
 def _run_train(a):
     from fwlab.config import config_from_args
-    from fwlab.train import train
+    from fwlab.train import exit_status, train
     final = train(config_from_args(a))
     v = final["final_val_loss"]  # None when the run diverged
     print(f"{final['status']}: final val loss {'n/a' if v is None else f'{v:.4f}'}")
+    return exit_status(final)  # 3 when the run diverged, so scripts can tell
 
 
 # --- fwlab sweep / report --------------------------------------------------------------------
@@ -241,6 +244,11 @@ def main(argv=None) -> int:
         rc = args.func(args)
     except FwlabError as e:
         print(f"fwlab {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path the command could not read or write: name it, no traceback
+        from fwlab.errors import os_problem
+        print(f"fwlab {args.command}: error: {e.filename or ''}{': ' if e.filename else ''}"
+              f"{os_problem(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"fwlab {args.command}: interrupted", file=sys.stderr)

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from fwlab.errors import FwlabError
+from fwlab.errors import FwlabError, WriteError, os_problem
 
 
 UMASK = os.umask(0)  # read once at import: setting it to read it is not thread-safe
@@ -32,16 +32,25 @@ def atomic_open(path: str | os.PathLike):
     error it is flushed, fsynced and renamed to `path`, so readers never see half a file. On an
     error (or a kill) the final name is untouched and the temporary file is removed where possible."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_for(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_for(path)
+    except OSError as e:
+        where = e.filename or path.parent
+        raise WriteError(f"cannot write {path}: {where}: {os_problem(e)}; nothing was written",
+                         f"{where}: {os_problem(e)}") from None
     try:
         with open(tmp, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):  # disk full, quota, I/O error while writing the temporary file
+            raise WriteError(f"cannot write {path}: {os_problem(e)}; "
+                             + ("the file there is unchanged" if path.exists() else
+                                "no partial file was left"), os_problem(e)) from None
         raise
 
 

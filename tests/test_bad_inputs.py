@@ -155,6 +155,292 @@ def _(ctx):
     assert tree(run) == before
 
 
+# --- 2. silent wrong results: settings out of range ---------------------------------------------
+def train_flags(data, out, **kw):
+    cfg = tiny_cfg(data, out, **kw)
+    args = []
+    for k, v in cfg.to_dict().items():
+        flag = "--" + k.replace("_", "-")
+        if isinstance(v, bool):
+            args.append(flag if v else "--no-" + flag[2:])
+        elif v is not None and v != "":
+            args += [flag, str(v)]
+    return args
+
+
+@pytest.mark.parametrize("flag", ["--grad-clip=-1", "--weight-decay=-5", "--lr=inf", "--beta1=2",
+                                  "--beta2=nan", "--early-stop-delta=-1", "--dropout=nan"])
+def test_train_refuses_a_setting_out_of_range(flag, lab, tmp_path, capsys):
+    ctx = types.SimpleNamespace(capsys=capsys)
+    name = flag[2:].split("=")[0].replace("-", "_")
+    rc, out = fwlab(ctx, "train", *train_flags(lab.data, tmp_path / "r"), flag)
+    assert rc == 2 and f"{name}=" in out and "Traceback" not in out, out
+    assert not (tmp_path / "r").exists()
+
+
+@case("train --grad-clip -1 / --weight-decay -5 / --lr inf / --beta1 2")
+def _(ctx):
+    for kw, name in ((dict(grad_clip=-1.0), "grad_clip"), (dict(weight_decay=-5.0), "weight_decay"),
+                     (dict(lr=math.inf), "lr"), (dict(beta1=2.0), "beta1")):
+        with pytest.raises(FwlabError, match=f"^{name}="):
+            tiny_cfg("d", "o", **kw).validate()
+
+
+@case("notebook parameters lr='inf', beta2=1.5, max_iters=30.7")
+def _(ctx):
+    from fwlab.config import config_from_params
+    base = dict(data_dir="d", run_dir="o", preset="tiny", tokens_per_iter=256)
+    for kw, name in ((dict(lr="inf"), "lr"), (dict(beta2=1.5), "beta2"),
+                     (dict(extra={"grad_clip": -1}), "grad_clip")):
+        with pytest.raises(FwlabError, match=name):
+            config_from_params(base | kw)
+    with pytest.raises(FwlabError, match="max_iters.*whole number"):
+        config_from_params(base | dict(max_iters=30.7))
+
+
+@case("TrainConfig from config.json with max_iters 30.7 or lr 'fast'")
+def _(ctx):
+    with pytest.raises(FwlabError, match="max_iters=30.7: must be a whole number"):
+        TrainConfig.from_dict(tiny_cfg("d", "o").to_dict() | {"max_iters": 30.7}).validate()
+    with pytest.raises(FwlabError, match="lr='fast': must be a finite number"):
+        TrainConfig.from_dict(tiny_cfg("d", "o").to_dict() | {"lr": "fast"}).validate()
+
+
+# --- 3. a checkpoint of another run ---------------------------------------------------------------
+def resumable(ctx, name="r", **kw) -> Path:
+    """A run killed after its iteration-2 checkpoint: final.json removed, resumable."""
+    from fwlab.train import train
+    run = ctx.tmp / name
+    train(tiny_cfg(ctx.lab.data, run, max_iters=4, **kw))
+    (run / "final.json").unlink()
+    (run / "ckpt" / "ckpt_0000004.pt").unlink()
+    return run
+
+
+@case("resume with a checkpoint of another run (same seed, other lr and schedule)")
+def _(ctx):
+    from fwlab.train import train
+    mine = resumable(ctx, "mine")
+    other = resumable(ctx, "other", lr=3e-3, schedule="constant")
+    shutil.copy(other / "ckpt" / "ckpt_0000002.pt", mine / "ckpt" / "ckpt_0000002.pt")
+    with pytest.raises(FwlabError, match=r"made by another run \(lr: 0.003 in the checkpoint, "
+                                         r"0.0006 in this run; schedule: 'constant'"):
+        train(tiny_cfg(ctx.lab.data, mine, max_iters=4))
+
+
+@case("resume with a checkpoint of another model shape")
+def _(ctx):
+    from fwlab.train import train
+    mine = resumable(ctx, "mine")
+    other = resumable(ctx, "other", n_embd=32)
+    shutil.copy(other / "ckpt" / "ckpt_0000002.pt", mine / "ckpt" / "ckpt_0000002.pt")
+    with pytest.raises(FwlabError, match=r"made by another run \(model: .*'n_embd': 32"):
+        train(tiny_cfg(ctx.lab.data, mine, max_iters=4))
+
+
+# --- 4. / 8. / 12. the data folder is not trusted blindly -------------------------------------------
+def edit_manifest(data: Path, fn) -> None:
+    m = json.loads((data / "manifest.json").read_text())
+    fn(m)
+    (data / "manifest.json").write_text(json.dumps(m))
+
+
+@case("a shard altered at the same size")
+def _(ctx):
+    from fwlab.train import train
+    data = ctx.lab.copy_data(ctx.tmp / "data")
+    with open(data / "train_000000.bin", "r+b") as f:
+        f.seek(2000)
+        f.write(b"\x01\x02\x03\x04")
+    with pytest.raises(FwlabError, match=r"train_000000.bin: its sha256 .* differs from the manifest"):
+        train(tiny_cfg(data, ctx.tmp / "r"))
+    assert not (ctx.tmp / "r").exists()
+
+
+@case("a shard altered after it was verified, same size and mtime: --verify finds it")
+def _(ctx):
+    from fwlab.data import verify_data, _VERIFIED
+    data = ctx.lab.copy_data(ctx.tmp / "data")
+    verify_data(data)
+    assert json.loads((data / ".fwlab_verified.json").read_text())  # the record on disk
+    shard = data / "train_000001.bin"
+    st = shard.stat()
+    with open(shard, "r+b") as f:
+        f.seek(3000)
+        f.write(b"\x05\x06")
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))
+    _VERIFIED.clear()
+    verify_data(data)  # size and mtime as verified: not read again
+    with pytest.raises(FwlabError, match="train_000001.bin: its sha256"):
+        verify_data(data, force=True)
+    rc, out = fwlab(ctx, "train", *train_flags(data, ctx.tmp / "r"), "--verify")
+    assert rc == 2 and "train_000001.bin: its sha256" in out
+
+
+@pytest.mark.parametrize("name", ["../outside/x.bin", "/etc/passwd", "../../../../etc/passwd"])
+def test_manifest_path_outside_the_data_folder(name, lab, tmp_path):
+    from fwlab.train import train
+    data = lab.copy_data(tmp_path / "data")
+    (tmp_path / "outside").mkdir()
+    shutil.copy(data / "train_000000.bin", tmp_path / "outside" / "x.bin")
+    edit_manifest(data, lambda m: m["train"]["shards"][0].update(file=name))
+    with pytest.raises(FwlabError, match="lies outside the data folder") as e:
+        train(tiny_cfg(data, tmp_path / "r"))
+    assert "magic" not in str(e.value)  # /etc/passwd is never opened
+
+
+@case("manifest shard paths ../outside/x.bin, /abs/x.bin, a symlink out")
+def _(ctx):
+    from fwlab.data import TrainLoader
+    data = ctx.lab.copy_data(ctx.tmp / "data")
+    (ctx.tmp / "outside").mkdir()
+    shutil.copy(data / "train_000000.bin", ctx.tmp / "outside" / "x.bin")
+    for name in ("../outside/x.bin", str(ctx.tmp / "outside" / "x.bin")):
+        edit_manifest(data, lambda m: m["train"]["shards"][0].update(file=name))
+        with pytest.raises(FwlabError, match="lies outside the data folder"):
+            TrainLoader(data, 64)
+    (data / "link.bin").symlink_to(ctx.tmp / "outside" / "x.bin")
+    edit_manifest(data, lambda m: m["train"]["shards"][0].update(file="link.bin"))
+    with pytest.raises(FwlabError, match="lies outside the data folder"):
+        TrainLoader(data, 64)
+
+
+@case("a FIFO as a manifest shard")
+def _(ctx):
+    from fwlab.data import TrainLoader
+    data = ctx.lab.copy_data(ctx.tmp / "data")
+    os.unlink(data / "train_000000.bin")
+    os.mkfifo(data / "train_000000.bin")  # reading it would block forever
+    with pytest.raises(FwlabError, match="train_000000.bin: is a FIFO"):
+        TrainLoader(data, 64)
+
+
+@case('"file": 5 in a manifest')
+def _(ctx):
+    data = ctx.lab.copy_data(ctx.tmp / "data")
+    edit_manifest(data, lambda m: m["train"]["shards"][0].update(file=5))
+    rc, out = fwlab(ctx, "train", *train_flags(data, ctx.tmp / "r"))
+    assert rc == 2 and "train shard 0: {'file': 5" in out and "no file name" in out
+    assert not (ctx.tmp / "r").exists()
+
+
+@case("a token id >= the vocabulary in a shard")
+def _(ctx):
+    from fwlab.data import write_shard
+    data = ctx.lab.copy_data(ctx.tmp / "data")
+    tokens = np.fromfile(data / "train_000001.bin", dtype="<u2", offset=1024)
+    tokens[100] = 60000
+    sha = write_shard(data / "train_000001.bin", tokens)
+    edit_manifest(data, lambda m: m["train"]["shards"][1].update(sha256=sha))
+    rc, out = fwlab(ctx, "train", *train_flags(data, ctx.tmp / "r"))
+    assert rc == 2 and "token id 60000 (first bad one at position 100)" in out, out
+    assert not (ctx.tmp / "r").exists()  # no stray config.json
+
+
+# --- 9. a random-bytes checkpoint -------------------------------------------------------------------
+@case("a random-bytes checkpoint")
+def _(ctx):
+    run = ctx.lab.copy_run(ctx.tmp / "run")
+    ck = sorted((run / "ckpt").glob("*.pt"))[-1]
+    ck.write_bytes(np.random.default_rng(0).bytes(5000))
+    rc, out = fwlab(ctx, "sample", "--run", run, "--tokens", "2")
+    assert rc == 2 and "not a readable fwlab checkpoint" in out
+    assert "weights_only" not in out and "Traceback" not in out
+
+
+# --- 10. two trainers on one run directory --------------------------------------------------------
+@case("two fwlab train on the same --out")
+def _(ctx):
+    import fcntl
+    from fwlab.train import train
+    run = ctx.tmp / "r"
+    run.mkdir()
+    with open(run / ".lock", "w") as f:  # what a running trainer holds
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        f.write("4242\n")
+        f.flush()
+        with pytest.raises(FwlabError, match=f"another fwlab train is running in {run}, pid 4242"):
+            train(tiny_cfg(ctx.lab.data, run))
+    assert os.listdir(run) == [".lock"]
+
+
+@case("a stale run lock (its trainer was killed)")
+def _(ctx):
+    from fwlab.train import train
+    run = ctx.tmp / "r"
+    run.mkdir()
+    (run / ".lock").write_text("999999999\n")  # no lock held on it: its process has ended
+    assert train(tiny_cfg(ctx.lab.data, run, max_iters=2))["status"] == "completed"
+    assert (run / ".lock").read_text() == f"{os.getpid()}\n"
+    assert "taking over the lock of pid 999999999" in ctx.capsys.readouterr().out
+
+
+@case("train --out a data folder / a sweep")
+def _(ctx):
+    data = ctx.lab.copy_data(ctx.tmp / "data")
+    before = tree(data)
+    rc, out = fwlab(ctx, "train", *train_flags(ctx.lab.data, data))
+    assert rc == 2 and "holds a data folder, not a run" in out
+    assert tree(data) == before
+
+
+# --- 11. files that cannot be written ----------------------------------------------------------------
+@case("train --out under a file")
+def _(ctx):
+    (ctx.tmp / "f").write_text("x")
+    rc, out = fwlab(ctx, "train", *train_flags(ctx.lab.data, ctx.tmp / "f" / "run"))
+    assert rc == 2 and "cannot create the run directory" in out and "Traceback" not in out
+
+
+def fail_writes(ctx, match: str, err: int = errno.ENOSPC):
+    """Writes to a temporary file whose name holds `match` go to /dev/full (a real ENOSPC from
+    the kernel) or fail with `err`: a full disk or a refused permission, on any filesystem."""
+    import builtins
+    import fwlab.utils as U
+    real = builtins.open
+
+    def fake(file, mode="r", *a, **kw):
+        if match in os.path.basename(str(file)) and "w" in mode:
+            if err == errno.ENOSPC:
+                return real("/dev/full", mode, *a, **kw)
+            raise OSError(err, os.strerror(err), str(file))
+        return real(file, mode, *a, **kw)
+    ctx.monkeypatch.setattr(U, "open", fake, raising=False)
+
+
+@case("disk full while saving a checkpoint")
+def _(ctx):
+    from fwlab.train import train
+    run = ctx.tmp / "r"
+    fail_writes(ctx, ".ckpt_0000004.pt")
+    with pytest.raises(FwlabError, match=r"cannot write checkpoint .*ckpt_0000004.pt: .*(disk|space)"
+                                         r".*earlier checkpoints .* are intact") as e:
+        train(tiny_cfg(ctx.lab.data, run))
+    assert "inline_container" not in str(e.value)
+    assert sorted(p.name for p in (run / "ckpt").iterdir()) == ["ckpt_0000002.pt"]
+    ctx.monkeypatch.undo()
+    assert train(tiny_cfg(ctx.lab.data, run))["iters"] == 4  # resumes once there is room
+
+
+@case("no permission to write config.json")
+def _(ctx):
+    from fwlab.train import train
+    fail_writes(ctx, ".config.json", errno.EACCES)
+    with pytest.raises(FwlabError, match=r"cannot write .*config.json: Permission denied"):
+        train(tiny_cfg(ctx.lab.data, ctx.tmp / "r"))
+
+
+# --- 13. a diverged run --------------------------------------------------------------------------
+@case("fwlab train that diverges exits non-zero")
+def _(ctx):
+    out_dir = ctx.tmp / "r"
+    rc, out = fwlab(ctx, "train", *train_flags(ctx.lab.data, out_dir, lr=1e30, warmup_iters=0))
+    assert rc == 3 and "diverged" in out
+    assert json.loads((out_dir / "final.json").read_text())["status"] == "diverged"
+    from fwlab.train import main
+    assert main(train_flags(ctx.lab.data, out_dir, lr=1e30, warmup_iters=0)) == 3  # done: same answer
+
+
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input(name, lab, tmp_path, capsys, monkeypatch):
