@@ -441,6 +441,124 @@ def _(ctx):
     assert main(train_flags(ctx.lab.data, out_dir, lr=1e30, warmup_iters=0)) == 3  # done: same answer
 
 
+# --- 5. / 6. / 8. / 11. / 14. prepare's sources and output -----------------------------------------
+def sample_lines(ctx, start: int, n: int) -> bytes:
+    import gzip
+    with gzip.open(ctx.lab.source, "rb") as f:
+        lines = [line for _, line in zip(range(start + n), f)]
+    return b"".join(lines[start:])
+
+
+def source_dir(ctx, files: int = 2, per_file: int = 6) -> Path:
+    src = ctx.tmp / "src"
+    src.mkdir()
+    for i in range(files):
+        (src / f"part{i}.jsonl").write_bytes(sample_lines(ctx, i * per_file, per_file))
+    return src
+
+
+def prep(src, out, **kw):
+    from fwlab.prepare import prepare
+    return prepare(str(src), str(out), **(dict(val_tokens=1000, shard_tokens=2000, workers=1,
+                                               progress=False) | kw))
+
+
+@case("prepare resumed after its source changed")
+def _(ctx):
+    import fwlab.prepare as P
+    src, out = source_dir(ctx), ctx.tmp / "data"
+    flush, calls = P._TrainShards.flush, []
+
+    def killed_on_the_second_shard(self):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        flush(self)
+    ctx.monkeypatch.setattr(P._TrainShards, "flush", killed_on_the_second_shard)
+    with pytest.raises(KeyboardInterrupt):
+        prep(src, out)
+    ctx.monkeypatch.undo()
+    assert (out / P.STATE).is_file() and not (out / "manifest.json").exists()
+    with open(src / "part1.jsonl", "ab") as f:  # the source gains documents meanwhile
+        f.write(sample_lines(ctx, 40, 3))
+    with pytest.raises(FwlabError, match=r"the source changed since it was begun \(changed .*part1.jsonl\)"):
+        prep(src, out)
+    assert prep(src, out, overwrite=True)["docs"] == 15  # --overwrite starts over
+
+
+@case("prepare on a complete folder whose source folder gained a file")
+def _(ctx):
+    src, out = source_dir(ctx), ctx.tmp / "data"
+    prep(src, out)
+    (src / "part9.jsonl").write_bytes(sample_lines(ctx, 30, 4))
+    with pytest.raises(FwlabError, match=r"the source changed since it was prepared \(added .*part9.jsonl\)"):
+        prep(src, out)
+    ctx.capsys.readouterr()
+    assert "already complete" not in ctx.capsys.readouterr().out
+
+
+@case("unsupported files and a sub-folder inside a source folder")
+def _(ctx):
+    src, out = source_dir(ctx), ctx.tmp / "data"
+    (src / "table.csv").write_text("a,b\n")
+    (src / "more.txt.gz").write_bytes(b"\x1f\x8b")
+    (src / "sub").mkdir()
+    (src / "sub" / "x.jsonl").write_bytes(sample_lines(ctx, 30, 2))
+    os.mkfifo(src / "pipe")
+    ctx.capsys.readouterr()
+    m = prep(src, out)
+    err = ctx.capsys.readouterr().err
+    assert "skipped 4 entries" in err
+    for name, why in (("table.csv", "unsupported type"), ("more.txt.gz", "unsupported type"),
+                      ("sub", "a folder"), ("pipe", "not a regular file")):
+        assert f"{name} ({why}" in err, err
+    assert sorted(os.path.basename(s["path"]) for s in m["skipped"]) == ["more.txt.gz", "pipe", "sub", "table.csv"]
+
+
+@case("a FIFO as the prepare source")
+def _(ctx):
+    os.mkfifo(ctx.tmp / "docs.jsonl")
+    with pytest.raises(FwlabError, match="not a regular file"):
+        prep(ctx.tmp / "docs.jsonl", ctx.tmp / "data")
+
+
+@case("prepare of a single huge document")
+def _(ctx):
+    (ctx.tmp / "book.txt").write_text("A long book about nothing much. " * 2000)
+    with pytest.raises(FwlabError, match="single document") as e:
+        prep(ctx.tmp / "book.txt", ctx.tmp / "data")
+    assert "--val-tokens" not in str(e.value)
+
+
+@case("prepare with too large --val-tokens names the value that works")
+def _(ctx):
+    src = source_dir(ctx, files=1, per_file=3)
+    with pytest.raises(FwlabError, match=r"lower --val-tokens to at most [\d,]+"):
+        prep(src, ctx.tmp / "data", val_tokens=10**7)
+
+
+@case("disk full while prepare writes a shard")
+def _(ctx):
+    from fwlab.prepare import STATE
+    src, out = source_dir(ctx), ctx.tmp / "data"
+    fail_writes(ctx, ".train_000001.bin")
+    with pytest.raises(FwlabError, match=r"cannot write .*train_000001.bin: (No space left on device|"
+                                         r"short write).*checkpoint in .* is kept"):
+        prep(src, out)
+    assert (out / STATE).is_file()
+    ctx.monkeypatch.undo()
+    again = prep(src, out)  # resumes once there is room
+    assert again == prep(src, ctx.tmp / "fresh") | {"source_fingerprint": again["source_fingerprint"]}
+
+
+@case("prepare --out under a file")
+def _(ctx):
+    (ctx.tmp / "f").write_text("x")
+    rc, out = fwlab(ctx, "prepare", "--source", ctx.lab.source, "--out", ctx.tmp / "f" / "data",
+                    "--max-tokens", "5000", "--val-tokens", "500", "--workers", "1")
+    assert rc == 2 and "cannot create it" in out and "Traceback" not in out
+
+
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input(name, lab, tmp_path, capsys, monkeypatch):
