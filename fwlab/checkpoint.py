@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import torch
 
-from fwlab.errors import FwlabError
+from fwlab.errors import FwlabError, WriteError, os_problem
 from fwlab.model import GPT, GPTConfig
 from fwlab.utils import atomic_open
 
@@ -41,8 +42,13 @@ def list_checkpoints(run_dir) -> dict[int, Path]:
 def save_checkpoint(run_dir, it: int, state: dict) -> Path:
     """Atomically write `state` (must include model/optimizer/iter) as the checkpoint of `it`."""
     path = ckpt_path(run_dir, it)
-    with atomic_open(path) as f:
-        torch.save({"format": FORMAT, "iter": it, **state}, f)
+    try:
+        with atomic_open(path) as f:
+            torch.save({"format": FORMAT, "iter": it, **state}, f)
+    except (RuntimeError, WriteError) as e:  # torch: "enforce fail at inline_container.cc"
+        problem = e.problem if isinstance(e, WriteError) else os_problem(e)
+        raise WriteError(f"cannot write checkpoint {path}: {problem}; the earlier checkpoints "
+                         f"in {path.parent} are intact", problem) from None
     return path
 
 
@@ -53,13 +59,25 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     if not path.is_file():
         raise FwlabError(f"{path}: checkpoint not found")
     try:
-        ck = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's warnings about foreign pickles, not ours
+            warnings.simplefilter("ignore")
+            ck = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, pickle with code in it, random bytes...
-        raise FwlabError(f"{path}: not a readable fwlab checkpoint ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else 'no detail'})") from None
+        raise FwlabError(f"{path}: not a readable fwlab checkpoint ({_reason(e)}); it is corrupt "
+                         "or was not written by fwlab; do not unpickle it by other means, which "
+                         "could run code it holds") from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT or "model" not in ck:
         raise FwlabError(f"{path}: not an fwlab checkpoint (expected format {FORMAT!r})")
     return ck
+
+
+def _reason(e: Exception) -> str:
+    """Why torch.load refused a file, without torch's advice to retry with weights_only=False
+    (which runs arbitrary code): the line naming the cause, else the exception type."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    advice = ("weights_only", "torch.load", "pytorch", "please file an issue", "check the documentation")
+    useful = [ln for ln in lines if not any(a in ln.lower() for a in advice)]
+    return f"{type(e).__name__}: {useful[0]}" if useful else type(e).__name__
 
 
 def resolve_checkpoint(run_dir, it: int | None = None) -> Path:

@@ -5,6 +5,10 @@ paths in any argument are from the repository root (fwlab.utils.resolve_path), s
 same in every command and notebook. The modules of train, eval, sample, export, sweep and report
 are imported when their subcommand runs: they import torch (~1 s) or papermill and nbconvert
 (2-4 s), which `fwlab --help` and the other commands need not wait for.
+
+Exit status: 0 done; 2 an error a user can fix (FwlabError, and a file the command could not read
+or write), printed as one line without a traceback; 3 `fwlab train` ran but the run diverged; 1
+`fwlab sweep` had a run that failed, and any unexpected error (a traceback); 130 interrupted.
 """
 from __future__ import annotations
 
@@ -55,10 +59,11 @@ def _add_train(sub):
 
 
 def _run_train(a):
-    from fwlab.train import train
+    from fwlab.train import exit_status, train
     final = train(config_from_args(a))
     v = final["final_val_loss"]  # None when the run diverged
     print(f"{final['status']}: final val loss {'n/a' if v is None else f'{v:.4f}'}")
+    return exit_status(final)  # 3 when the run diverged, so scripts can tell
 
 
 # --- fwlab sweep / report --------------------------------------------------------------------
@@ -205,7 +210,9 @@ def _add_export(sub):
     p.add_argument("--ckpt", type=int, default=None)
     p.add_argument("--out", required=True)
     p.add_argument("--format", choices=("hf",), default="hf")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier export in --out (never a run, a sweep, a data folder "
+                        "or a file export did not write)")
     p.add_argument("--no-verify", action="store_true",
                    help="skip loading the export back with transformers to compare logits")
     p.set_defaults(func=_run_export)
@@ -341,6 +348,11 @@ def main(argv=None) -> int:
         rc = args.func(args)
     except FwlabError as e:
         print(f"fwlab {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path the command could not read or write: name it, no traceback
+        from fwlab.errors import os_problem
+        print(f"fwlab {args.command}: error: {e.filename or ''}{': ' if e.filename else ''}"
+              f"{os_problem(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"fwlab {args.command}: interrupted", file=sys.stderr)

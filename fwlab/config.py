@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
+import numbers
 import typing
 from dataclasses import dataclass, fields
 
@@ -36,6 +38,7 @@ class TrainConfig:
     # where
     data: str = ""                      # prepared data directory (fwlab prepare)
     out: str = ""                       # run directory
+    verify: bool = False                # re-check every shard's sha256 (else once per shard file)
     # model
     preset: str = "40m"
     n_layer: int | None = None          # any preset field can be overridden
@@ -100,6 +103,7 @@ class TrainConfig:
         def bad(name, why):
             raise FwlabError(f"{name}={getattr(self, name)!r}: {why}")
 
+        self._check_types()
         if self.preset not in PRESETS:
             bad("preset", f"unknown preset; choose one of {', '.join(PRESETS)}")
         for name in ("max_iters", "tokens_per_iter", "eval_interval", "eval_tokens", "ckpt_interval",
@@ -119,8 +123,18 @@ class TrainConfig:
             raise FwlabError(f"n_embd={mc.n_embd} is not divisible by n_head={mc.n_head}")
         if self.tokens_per_iter % mc.block_size:
             bad("tokens_per_iter", f"must be a multiple of block_size={mc.block_size}")
+        # every float setting is finite (the type check above); now each one's range
         if not self.lr > 0:
             bad("lr", "must be > 0")
+        if not self.grad_clip > 0:
+            bad("grad_clip", "must be > 0 (the largest gradient norm kept)")
+        if not self.weight_decay >= 0:
+            bad("weight_decay", "must be >= 0")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                bad(name, "must be in [0, 1)")
+        if not self.early_stop_delta >= 0:
+            bad("early_stop_delta", "must be >= 0")
         if not 0 <= self.min_lr_frac <= 1:
             bad("min_lr_frac", "must be in [0, 1]")
         if self.warmup_iters is not None and not 0 <= self.warmup_iters < self.max_iters:
@@ -147,6 +161,30 @@ class TrainConfig:
         if not self.out:
             raise FwlabError("no run directory given: pass --out RUN")
         return self
+
+    def _check_types(self) -> None:
+        """Every field of its declared type: whole numbers for int fields (not bools), finite
+        numbers for float fields, text for str fields; FwlabError naming the field otherwise.
+        Values can come from config.json, a sweep or a notebook, not only from typed flags."""
+        hints = typing.get_type_hints(TrainConfig)
+        for f in fields(self):
+            tp, optional = _base_type(hints[f.name])
+            v = getattr(self, f.name)
+            if v is None and optional:
+                continue
+            if tp is bool:
+                ok = isinstance(v, bool)
+            elif tp is int:
+                ok = isinstance(v, numbers.Integral) and not isinstance(v, bool)
+            elif tp is float:
+                ok = (isinstance(v, numbers.Real) and not isinstance(v, bool)
+                      and math.isfinite(v))
+            else:
+                ok = isinstance(v, tp)
+            if not ok:
+                want = {bool: "True or False", int: "a whole number", float: "a finite number",
+                        str: "text"}.get(tp, tp.__name__)
+                raise FwlabError(f"{f.name}={v!r}: must be {want}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

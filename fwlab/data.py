@@ -18,13 +18,15 @@ multiset however it is split into micro-batches and ranks, and a resumed loader 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
 
 from fwlab.errors import FwlabError
-from fwlab.utils import atomic_open, read_json
+from fwlab.utils import atomic_open, atomic_write_json, read_json
 
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
@@ -88,6 +90,8 @@ def read_shard(path: str | os.PathLike, expected_tokens: int | None = None) -> n
 
 
 def load_manifest(data_dir: str | os.PathLike) -> dict:
+    """The data folder's manifest.json, its shard lists checked: every entry a file name inside
+    the folder and a token count (FwlabError naming the entry otherwise)."""
     path = Path(data_dir) / MANIFEST
     if not path.is_file():
         d = Path(data_dir).absolute()
@@ -100,18 +104,120 @@ def load_manifest(data_dir: str | os.PathLike) -> dict:
         raise FwlabError(f"{d}: no prepared data there ({what}); check the path (relative paths are from the repository root) or "
                          f"create it with: fwlab prepare --source SRC --out {d}")
     manifest = read_json(path)
+    if not isinstance(manifest, dict):
+        raise FwlabError(f"{path}: not a manifest (a JSON object); re-run fwlab prepare with --overwrite")
     for split in ("train", "val"):
-        if not isinstance(manifest.get(split), dict) or "shards" not in manifest[split]:
+        if not isinstance(manifest.get(split), dict) or not isinstance(manifest[split].get("shards"), list):
             raise FwlabError(f"{path}: no '{split}' shard list; re-run fwlab prepare with --overwrite")
+        for i, e in enumerate(manifest[split]["shards"]):
+            where = f"{path}: {split} shard {i}"
+            if not isinstance(e, dict) or not isinstance(e.get("file"), str) or not e["file"]:
+                raise FwlabError(f"{where}: {e!r} has no file name ('file' must be text)")
+            if isinstance(e.get("tokens"), bool) or not isinstance(e.get("tokens"), int) or e["tokens"] < 0:
+                raise FwlabError(f"{where} ({e['file']}): 'tokens' must be a whole number >= 0, "
+                                 f"got {e.get('tokens')!r}")
+            if "sha256" in e and not isinstance(e["sha256"], str):
+                raise FwlabError(f"{where} ({e['file']}): 'sha256' must be text, got {e['sha256']!r}")
     return manifest
+
+
+def shard_path(data_dir: str | os.PathLike, name: str) -> Path:
+    """The file a manifest entry names, resolved inside the data folder: a name that leads
+    outside it (an absolute path, '..', a symlink out) or to anything but a regular file (a
+    FIFO would block the reader forever) raises FwlabError before the file is opened."""
+    root = Path(data_dir).resolve()
+    path = (root / name).resolve()
+    if root not in path.parents:
+        raise FwlabError(f"{Path(data_dir) / MANIFEST}: shard {name!r} lies outside the data folder "
+                         f"{data_dir}; a manifest names files inside its own folder only")
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise FwlabError(f"shard {path}: listed in {MANIFEST} but missing; re-run fwlab prepare") from None
+    except OSError as e:
+        raise FwlabError(f"shard {path}: cannot read ({e.strerror}); re-run fwlab prepare") from None
+    if not stat.S_ISREG(mode):
+        what = "a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+        raise FwlabError(f"shard {path}: is {what}, not a shard file; re-run fwlab prepare")
+    return path
+
+
+# every shard verified in this process: {path: its record as in VERIFIED}
+_VERIFIED: dict[str, dict] = {}
+VERIFIED = ".fwlab_verified.json"  # the same record in the data folder, across processes
+
+
+def verify_data(data_dir: str | os.PathLike, manifest: dict | None = None, force: bool = False,
+                progress: bool = False) -> None:
+    """Check every shard of a data folder once: its header, its sha256 against the manifest's,
+    and that every token id is inside the manifest's vocabulary. A shard whose size and mtime
+    are those of its last check is not read again (DATA/.fwlab_verified.json, where the folder
+    is writable, and a record in this process); `force` reads every shard anyway."""
+    manifest = load_manifest(data_dir) if manifest is None else manifest
+    n_vocab = manifest.get("n_vocab")
+    n_vocab = n_vocab if isinstance(n_vocab, int) and not isinstance(n_vocab, bool) else None
+    todo = []
+    for split in ("train", "val"):
+        for e in manifest[split]["shards"]:
+            path = shard_path(data_dir, e["file"])
+            st = path.stat()
+            key = (st.st_size, st.st_mtime_ns)
+            rec = {"size": key[0], "mtime_ns": key[1], "sha256": e.get("sha256"), "n_vocab": n_vocab}
+            if force or _VERIFIED.get(str(path)) != rec:
+                todo.append((path, e, key, rec))
+    if not todo:
+        return
+    cache_path = Path(data_dir) / VERIFIED
+    try:  # the record of earlier processes; anything unreadable there counts as unverified
+        cache = json.loads(cache_path.read_text(encoding="utf-8"))
+        cache = cache if isinstance(cache, dict) else {}
+    except (OSError, ValueError):
+        cache = {}
+    if not force:
+        for t in [t for t in todo if cache.get(t[1]["file"]) == t[3]]:
+            _VERIFIED[str(t[0])] = t[3]
+            todo.remove(t)
+    if not todo:
+        return
+    from tqdm.auto import tqdm
+    bar = tqdm(total=sum(k[0] for _, _, k, _ in todo), unit="B", unit_scale=True,
+               disable=not progress, desc=f"verify {Path(data_dir).name}")
+    for path, e, key, rec in todo:
+        tokens = read_shard(path, e["tokens"])
+        if e.get("sha256"):
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                while block := f.read(1 << 22):
+                    h.update(block)
+                    bar.update(len(block))
+            if h.hexdigest() != e["sha256"]:
+                raise FwlabError(f"shard {path}: its sha256 {h.hexdigest()[:16]}... differs from the "
+                                 f"manifest's {e['sha256'][:16]}...; the file changed after fwlab "
+                                 f"prepare wrote it: re-run fwlab prepare --overwrite")
+        if n_vocab is not None and len(tokens):
+            top = int(tokens.max())
+            if top >= n_vocab:
+                at = int(np.argmax(np.asarray(tokens) >= n_vocab))
+                raise FwlabError(f"shard {path}: token id {top} (first bad one at position {at}) "
+                                 f"is outside the vocabulary (n_vocab {n_vocab}); the shard is "
+                                 f"corrupt or of another tokenizer: re-run fwlab prepare")
+        _VERIFIED[str(path)] = rec
+        cache[e["file"]] = rec
+    bar.close()
+    try:  # a read-only data folder is fine: this process remembers, the next one checks again
+        atomic_write_json(cache_path, cache)
+    except (OSError, FwlabError):
+        pass
 
 
 def open_split(data_dir: str | os.PathLike, split: str,
                manifest: dict | None = None) -> list[np.ndarray]:
-    """Memory-maps of one split's shards, in manifest order, each header checked. `manifest`: the
-    directory's manifest already loaded (load_manifest), else it is read here."""
+    """Memory-maps of one split's shards, in manifest order, each header checked and the data
+    folder verified (verify_data, once per size and mtime). `manifest`: the directory's manifest
+    already loaded (load_manifest), else it is read here."""
     manifest = load_manifest(data_dir) if manifest is None else manifest
-    return [read_shard(Path(data_dir) / s["file"], s["tokens"]) for s in manifest[split]["shards"]]
+    verify_data(data_dir, manifest)
+    return [read_shard(shard_path(data_dir, s["file"]), s["tokens"]) for s in manifest[split]["shards"]]
 
 
 def train_tokens(data_dir: str | os.PathLike) -> int:

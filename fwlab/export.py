@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from fwlab.checkpoint import load_model
 from fwlab.errors import FwlabError
-from fwlab.utils import UMASK
+from fwlab.utils import UMASK, fwlab_inside
 
 EOT = 50256
 N_TOKENS = 50257
@@ -135,6 +135,35 @@ def _verify(transformers, d: Path, model) -> float:
     return (ours - theirs).abs().max().item()
 
 
+# every file an export folder holds (transformers' save_pretrained + ours): --overwrite replaces a
+# folder only when it holds nothing else, so it can never delete a run, a sweep or a user's files
+EXPORT_FILES = frozenset({"config.json", "generation_config.json", "model.safetensors",
+                          "vocab.json", "merges.txt", "tokenizer_config.json",
+                          "special_tokens_map.json", "fwlab_export.json", "README.md"})
+
+
+def _check_replaceable(out: Path, run: Path) -> None:
+    """Refuse to replace `out` unless it is an earlier export holding only export files."""
+    keep = "; nothing was changed, choose another --out"
+    r, o = run.resolve(), out.resolve()
+    if r == o or o in r.parents:
+        raise FwlabError(f"--out {out}: holds the run {run} being exported; --overwrite never "
+                         f"deletes a run{keep}")
+    found = fwlab_inside(out)
+    if found and found[1] != "an export" or found and found[0] != out:
+        raise FwlabError(f"--out {out}: holds {found[1]} ({found[0]}); --overwrite only replaces "
+                         f"an earlier export{keep}")
+    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
+                     if p.name not in EXPORT_FILES or p.is_symlink() or not p.is_file())
+    if foreign:
+        raise FwlabError(f"--out {out}: holds files an export does not write "
+                         f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); "
+                         f"--overwrite never deletes them{keep}")
+    if not (out / "fwlab_export.json").is_file():
+        raise FwlabError(f"--out {out}: not an fwlab export (no fwlab_export.json); --overwrite "
+                         f"only replaces an earlier export{keep}")
+
+
 def export_hf(run_dir, out_dir, ckpt: int | None = None, overwrite: bool = False,
               verify: bool = True) -> dict:
     """Write a transformers GPT-2 folder for a run's checkpoint (default: newest) to `out_dir`.
@@ -145,9 +174,11 @@ def export_hf(run_dir, out_dir, ckpt: int | None = None, overwrite: bool = False
         raise FwlabError(f"{run}: run directory not found")
     if out.exists() and not out.is_dir():
         raise FwlabError(f"--out {out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FwlabError(f"--out {out}: directory exists and is not empty; pass --overwrite to "
-                         "replace it or choose another folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise FwlabError(f"--out {out}: directory exists and is not empty; pass --overwrite to "
+                             "replace an earlier export or choose another folder")
+        _check_replaceable(out, run)
     model, meta = load_model(run, ckpt, "cpu")
     model.float()
     mc = model.config

@@ -40,6 +40,7 @@ import itertools
 import json
 import multiprocessing as mp
 import os
+import sys
 import time
 import zlib
 from collections import deque
@@ -51,8 +52,9 @@ import tiktoken
 from tqdm.auto import tqdm
 
 from fwlab.data import MANIFEST, write_shard
-from fwlab.errors import FwlabError
-from fwlab.utils import atomic_write_bytes, atomic_write_json, parse_count, read_json, resolve_path
+from fwlab.errors import FwlabError, WriteError, os_problem
+from fwlab.utils import (atomic_write_bytes, atomic_write_json, folder_kind, parse_count,
+                         read_json, resolve_path)
 
 DEFAULT_SOURCE = "hf:HuggingFaceFW/fineweb-edu"
 DEFAULT_HF_CONFIG = "sample-10BT"
@@ -75,10 +77,23 @@ def _format(path: str) -> str:
     raise FwlabError(f"{path}: unsupported file type; use {', '.join(SUFFIXES)} or hf:ORG/NAME")
 
 
-def _expand(sources: list[str]) -> list[tuple[str, str]]:
-    """[("hf", name) | (format, path)] in reading order; globs and directories are sorted."""
+def _skip_reason(p: Path) -> str | None:
+    """Why a directory or glob entry is not read (None: it is read)."""
+    if p.is_dir():
+        return "a folder: folders inside a source folder are not read; give DIR/**/*.jsonl.gz (a glob) to include them"
+    if not p.is_file():
+        return "not a regular file"
+    if not p.name.lower().endswith(SUFFIXES):
+        return f"unsupported type: only {', '.join(SUFFIXES)} files are read"
+    return None
+
+
+def _expand(sources: list[str], skipped: list | None = None) -> list[tuple[str, str]]:
+    """[("hf", name) | (format, path)] in reading order; globs and directories are sorted.
+    The entries of a directory or glob that are not read go to `skipped` as [path, why]."""
     if not sources:
         raise FwlabError("no source given; pass hf:ORG/NAME or local files")
+    skipped = [] if skipped is None else skipped
     out = []
     for s in sources:
         if s.startswith("hf:"):
@@ -87,15 +102,25 @@ def _expand(sources: list[str]) -> list[tuple[str, str]]:
             out.append(("hf", s[3:]))
             continue
         if any(c in s for c in "*?["):
-            paths = sorted(p for p in globlib.glob(s, recursive=True) if os.path.isfile(p))
+            matches = sorted(globlib.glob(s, recursive=True))
+            paths = [p for p in matches if os.path.isfile(p)]
+            # a glob names its files: one of another type is an error (below), a folder is skipped
+            skipped += [[p, _skip_reason(Path(p))] for p in matches if not os.path.isfile(p)]
             if not paths:
                 raise FwlabError(f"source {s!r}: no files match this pattern")
         elif os.path.isdir(s):
-            paths = sorted(str(p) for p in Path(s).iterdir() if p.is_file() and p.name.lower().endswith(SUFFIXES))
+            entries = sorted(Path(s).iterdir())
+            reasons = {str(p): _skip_reason(p) for p in entries}
+            paths = [p for p, why in reasons.items() if why is None]
+            skipped += [[p, why] for p, why in reasons.items() if why is not None]
             if not paths:
-                raise FwlabError(f"source {s!r}: the directory holds no {', '.join(SUFFIXES)} files")
+                raise FwlabError(f"source {s!r}: the directory holds no {', '.join(SUFFIXES)} files"
+                                 + (f" (skipped: {_skipped_text(skipped)})" if skipped else ""))
         elif os.path.isfile(s):
             paths = [s]
+        elif os.path.exists(s):
+            raise FwlabError(f"source {s!r}: not a regular file (a FIFO, socket or device); give a "
+                             f"file of {', '.join(SUFFIXES)}")
         else:
             raise FwlabError(f"source {s!r}: no such file (give local paths/globs of "
                              f"{', '.join(SUFFIXES)} files, or hf:ORG/NAME)")
@@ -105,6 +130,43 @@ def _expand(sources: list[str]) -> list[tuple[str, str]]:
                 raise FwlabError(f"{p}: the file is empty")
             out.append((fmt, p))
     return out
+
+
+def _skipped_text(skipped: list) -> str:
+    return "; ".join(f"{os.path.basename(p) or p} ({why})" for p, why in skipped[:10]) + (
+        f"; and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+
+
+def _fingerprint(specs) -> list:
+    """What identifies the sources' contents, cheaply: per local file its path, size, mtime and a
+    hash of its first and last 64 KiB; a hub dataset by its name. A resume or an 'already
+    complete' answer needs the same fingerprint."""
+    out = []
+    for fmt, where in specs:
+        if fmt == "hf":
+            out.append([f"hf:{where}"])
+            continue
+        st = os.stat(where)
+        h = hashlib.blake2b(digest_size=16)
+        with open(where, "rb") as f:
+            h.update(f.read(1 << 16))
+            if st.st_size > 1 << 16:
+                f.seek(max(1 << 16, st.st_size - (1 << 16)))
+                h.update(f.read(1 << 16))
+        out.append([where, st.st_size, st.st_mtime_ns, h.hexdigest()])
+    return out
+
+
+def _source_changed(out: Path, old: list, new: list, when: str) -> FwlabError:
+    o, n = {x[0]: x for x in old}, {x[0]: x for x in new}
+    parts = [f"added {', '.join(k for k in n if k not in o)}" if any(k not in o for k in n) else "",
+             f"removed {', '.join(k for k in o if k not in n)}" if any(k not in n for k in o) else "",
+             f"changed {', '.join(k for k in n if k in o and o[k] != n[k])}"
+             if any(k in o and o[k] != n[k] for k in n) else ""]
+    what = "; ".join(p for p in parts if p) or "the order of the files changed"
+    return FwlabError(f"{out}: the source changed since it was {when} ({what}); its shards would mix "
+                      "old and new documents: pass --overwrite to prepare it again from scratch, "
+                      "or choose another --out")
 
 
 def _text_field(record, where: str) -> str:
@@ -459,16 +521,24 @@ def _differs(out: Path, theirs: dict | None, ours: dict) -> FwlabError:
                       "choose another --out, or pass --overwrite to replace it")
 
 
-def _inspect(out: Path, config: dict, overwrite: bool):
-    """("complete", manifest) | ("resume", state) | ("fresh", None); refuses a foreign DIR."""
+def _inspect(out: Path, config: dict, overwrite: bool, fingerprint: list | None = None):
+    """("complete", manifest) | ("resume", state) | ("fresh", None); refuses a foreign DIR and
+    one prepared (or begun) from sources whose fingerprint differs."""
     if out.exists() and not out.is_dir():
         raise FwlabError(f"--out {out} exists and is not a directory")
+    kind = folder_kind(out)
+    if kind and not kind.startswith("a data folder"):  # --overwrite replaces only a data folder
+        raise FwlabError(f"--out {out}: holds {kind}, not a data folder; nothing was changed, "
+                         "choose another --out")
     if overwrite:
         return "fresh", None
     if (out / MANIFEST).is_file():
         manifest = read_json(out / MANIFEST)
         if manifest.get("config") != config:
             raise _differs(out, manifest.get("config"), config)
+        old = manifest.get("source_fingerprint")
+        if fingerprint is not None and old is not None and old != fingerprint:
+            raise _source_changed(out, old, fingerprint, "prepared")
         for split in ("train", "val"):
             for shard in manifest[split]["shards"]:
                 if not (out / shard["file"]).is_file():
@@ -479,6 +549,9 @@ def _inspect(out: Path, config: dict, overwrite: bool):
         state = _load_state(out / STATE)
         if state["meta"]["config"] != config:
             raise _differs(out, state["meta"]["config"], config)
+        old = state["meta"].get("fingerprint")
+        if fingerprint is not None and old is not None and old != fingerprint:
+            raise _source_changed(out, old, fingerprint, "begun")
         for shard in state["meta"]["train_shards"]:
             if not (out / shard["file"]).is_file():
                 raise FwlabError(f"{out}: checkpoint lists {shard['file']} but the file is missing; "
@@ -523,15 +596,20 @@ def prepare(source: str | list[str], out: str, hf_config: str | None = None, max
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if workers < 1:
         raise FwlabError(f"workers must be >= 1, got {workers}")
+    skipped: list = []
     # local files by fwlab's path rule (from the repository root); the manifest keeps them as given
-    specs = _expand([s if s.startswith("hf:") else str(resolve_path(s)) for s in sources])
+    specs = _expand([s if s.startswith("hf:") else str(resolve_path(s)) for s in sources], skipped)
+    if skipped:  # said every time: the user may expect those files to be read
+        print(f"prepare: skipped {len(skipped)} entr{'y' if len(skipped) == 1 else 'ies'} of the "
+              f"source: {_skipped_text(skipped)}", file=sys.stderr)
+    fingerprint = _fingerprint(specs)
     if not any(fmt == "hf" for fmt, _ in specs):
         hf_config = None  # only hub datasets have configs
     config = {"format": FORMAT, "source": sources, "hf_config": hf_config, "tokenizer": TOKENIZER,
               "max_tokens": max_tokens, "val_tokens": val_tokens, "shard_tokens": shard_tokens}
     out = resolve_path(out)
 
-    status, found = _inspect(out, config, overwrite)
+    status, found = _inspect(out, config, overwrite, fingerprint)
     if status == "complete":
         _remove_outputs(out, temp_only=True)
         (out / STATE).unlink(missing_ok=True)
@@ -545,10 +623,22 @@ def prepare(source: str | list[str], out: str, hf_config: str | None = None, max
                          "TIKTOKEN_CACHE_DIR to a folder holding its BPE files") from None
     readers = _open(specs, hf_config)  # before touching DIR: a bad hub name fails here
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(f"--out {out}: cannot create it ({e.filename or out}: {os_problem(e)}); "
+                         "nothing was written", os_problem(e)) from None
     _remove_outputs(out, temp_only=not overwrite)
     try:
-        return _run(out, config, enc, readers, found, workers, progress)
+        return _run(out, config, enc, readers, found, workers, progress,
+                    dict(fingerprint=fingerprint, skipped=skipped))
+    except WriteError as e:
+        # disk full, permissions: the input is fine, so keep the checkpoint for a re-run
+        _remove_outputs(out, temp_only=True)
+        kept = (out / STATE).is_file()
+        raise WriteError(f"{e}; " + (f"the checkpoint in {out} is kept: fix this and re-run the "
+                                     "same command to resume" if kept else "nothing was kept"),
+                         e.problem) from None
     except FwlabError:
         # bad input: the run cannot finish as asked, so leave nothing of it behind
         _remove_outputs(out)
@@ -557,12 +647,15 @@ def prepare(source: str | list[str], out: str, hf_config: str | None = None, max
         raise
 
 
-def _run(out: Path, config: dict, enc, readers: list, state: dict | None, workers: int, progress: bool) -> dict:
+def _run(out: Path, config: dict, enc, readers: list, state: dict | None, workers: int, progress: bool,
+         about: dict | None = None) -> dict:
+    """`about`: fingerprint (of the sources) and skipped (entries not read), for the record."""
+    about = about or {"fingerprint": None, "skipped": []}
     max_tokens, shard_tokens = config["max_tokens"], config["shard_tokens"]
     val = _ValSet(config["val_tokens"])
     if state is None:  # fresh: a checkpoint at zero first, so DIR never holds shards without one
         meta = {"config": config, "docs": 0, "tokens": 0, "train_docs": 0, "train_shards": [],
-                "cutoff": val.cutoff, "truncated": False}
+                "cutoff": val.cutoff, "truncated": False, "fingerprint": about["fingerprint"]}
         train = _TrainShards(out, shard_tokens, [], np.zeros(0, np.uint16))
         _save_state(out, meta, val, train)
     else:
@@ -611,8 +704,16 @@ def _run(out: Path, config: dict, enc, readers: list, state: dict | None, worker
     if train.fill:
         train.flush()
     if not train.shards:
+        # val keeps its largest-hash document only while the others fall short of val_tokens
+        rest = val.tokens - (val.groups[-val.heap[0]][0] if val.heap else 0)
+        if rest == 0:
+            raise FwlabError(f"the source holds a single document ({meta['tokens']:,} tokens, "
+                             f"{'identical copies of it' if meta['docs'] > 1 else 'one document'}): "
+                             "val and train each take whole documents, so at least two different "
+                             "ones are needed; split it into several documents (e.g. several .txt "
+                             "files) or add data")
         raise FwlabError(f"all {meta['tokens']:,} tokens went to val (val_tokens={config['val_tokens']:,}); "
-                         "lower --val-tokens or add data")
+                         f"lower --val-tokens to at most {rest:,} or add data")
     val_docs = val.docs()
     val_stream = np.concatenate([d for _, _, d in val_docs]) if val_docs else np.zeros(0, np.uint16)
     val_shards = []
@@ -631,6 +732,8 @@ def _run(out: Path, config: dict, enc, readers: list, state: dict | None, worker
         "split": "val = the documents with the smallest 64-bit blake2b hashes of their text, until "
                  "val_tokens is reached; every document starts with eot_id",
         "docs": meta["docs"], "tokens": meta["tokens"], "last_doc_truncated": meta["truncated"],
+        "source_fingerprint": meta.get("fingerprint"),
+        "skipped": [{"path": p, "why": why} for p, why in about["skipped"]],
         "train": {"tokens": sum(s["tokens"] for s in train.shards), "docs": meta["train_docs"],
                   "shards": train.shards},
         "val": {"tokens": int(len(val_stream)), "docs": len(val_docs), "shards": val_shards},

@@ -22,6 +22,15 @@ The run directory is the contract everything downstream reads:
   ckpt/          ckpt_NNNNNNN.pt: every ckpt_interval iterations (the last keep_ckpts kept), at
                  every iteration in ckpt_at (kept), and at the end.
 
+Exit status of `fwlab train` and `python -m fwlab.train` (EXIT_* below): 0 the run completed or
+stopped early; 2 a mistake the one-line message names (a bad setting, bad data, a locked run
+directory, a full disk...); 3 the run diverged (final.json says so); 130 interrupted; 1 only for
+an unexpected error (a traceback).
+
+Lock: RUN/.lock holds the pid of the process training RUN, under an flock, so a second `fwlab
+train` on the same RUN refuses at once instead of deleting the first's checkpoint temp files. The
+lock dies with its process; a lock file left by a killed run is taken over.
+
 Resume: called on a RUN that has checkpoints, train() continues from the newest; metrics lines past
 it are dropped first, so a killed-and-resumed run logs exactly what an uninterrupted one does. A
 RUN with final.json is done and returned as is. Branch: init_from/init_iter start from another
@@ -30,7 +39,9 @@ run's checkpoint (weights, optimizer, loader position, RNG) and continue under t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import math
 import os
@@ -49,13 +60,13 @@ from fwlab import __version__, hardware
 from fwlab.checkpoint import (ckpt_dir, list_checkpoints, load_checkpoint, resolve_checkpoint,
                               save_checkpoint)
 from fwlab.config import TrainConfig, add_train_args, config_from_args
-from fwlab.data import TrainLoader, load_manifest, val_batches
-from fwlab.errors import FwlabError
+from fwlab.data import TrainLoader, load_manifest, val_batches, verify_data
+from fwlab.errors import FwlabError, WriteError, os_problem
 from fwlab.model import GPT
 from fwlab.records import code_record
 from fwlab.schedule import lr_at, warmup_of
-from fwlab.utils import (append_jsonl, atomic_write_json, atomic_write_text, iter_jsonl, jsonl_line,
-                         read_json)
+from fwlab.utils import (append_jsonl, atomic_write_json, atomic_write_text, folder_kind,
+                         iter_jsonl, jsonl_line, read_json)
 
 # Settings that change the maths of training (or what val_loss measures): a run may only be resumed
 # with the same values. Everything else (micro_batch, device, dtype, compile, eval/checkpoint
@@ -64,6 +75,14 @@ MATH_FIELDS = ("max_iters", "tokens_per_iter", "lr", "min_lr_frac", "warmup_iter
                "cooldown_frac", "cooldown_shape", "weight_decay", "beta1", "beta2", "grad_clip",
                "seed", "dropout", "eval_tokens", "init_iter", "model", "data_fingerprint")
 TIMING_FIELDS = ("tok_per_s", "elapsed_s", "eval_s", "mfu")
+LOCK = ".lock"
+# exit status of `fwlab train` / `python -m fwlab.train` (see the module docstring)
+EXIT_OK, EXIT_ERROR, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 2, 3, 130
+
+
+def exit_status(final: dict) -> int:
+    """EXIT_DIVERGED for a diverged run's final.json, else EXIT_OK."""
+    return EXIT_DIVERGED if final.get("status") == "diverged" else EXIT_OK
 
 
 # --- DDP, RNG and run-directory helpers ----------------------------------------------------------
@@ -124,12 +143,56 @@ def _data_summary(data_dir, m: dict, loader: TrainLoader) -> tuple[dict, str]:
     return summary, hashlib.sha256(":".join(shards).encode()).hexdigest()[:16]
 
 
-def _math_diff(old: dict, new: dict) -> list[str]:
+def _math_diff(old: dict, new: dict, there: str = "in config.json", here: str = "now") -> list[str]:
     out = []
     for k in MATH_FIELDS:
         if old.get(k) != new.get(k):
-            out.append(f"{k}: {old.get(k)!r} in config.json, {new.get(k)!r} now")
+            out.append(f"{k}: {old.get(k)!r} {there}, {new.get(k)!r} {here}")
     return out
+
+
+@contextlib.contextmanager
+def _run_lock(run: Path):
+    """Hold RUN/.lock (flock + pid) while training RUN; FwlabError when another process holds it,
+    or when RUN is a file or another kind of fwlab folder. A RUN this call created and left
+    empty (the run failed before writing anything) is removed again."""
+    if run.exists() and not run.is_dir():
+        raise FwlabError(f"--out {run}: exists and is not a directory")
+    kind = folder_kind(run)
+    if kind not in (None, "a run"):
+        raise FwlabError(f"--out {run}: holds {kind}, not a run; nothing was changed, choose "
+                         "another --out")
+    created = not run.exists()
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        f = open(run / LOCK, "a+", encoding="utf-8")
+    except OSError as e:
+        raise WriteError(f"--out {run}: cannot create the run directory "
+                         f"({e.filename or run}: {os_problem(e)}); nothing was written") from None
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        pid = f.read().strip() or "unknown"
+        f.close()
+        raise FwlabError(f"another fwlab train is running in {run}, pid {pid}; wait for it to "
+                         "finish or use another --out") from None
+    try:
+        f.seek(0)
+        stale = f.read().strip()
+        if stale and stale != str(os.getpid()):  # its process ended without releasing the file
+            tqdm.write(f"fwlab train: {run}: taking over the lock of pid {stale}, which has ended")
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield
+    finally:
+        if created and os.listdir(run) == [LOCK]:
+            (run / LOCK).unlink(missing_ok=True)
+            run.rmdir()
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
 
 
 # --- the step and the evaluation -----------------------------------------------------------------
@@ -191,8 +254,15 @@ def train(cfg: TrainConfig) -> dict:
     """Train (or resume, or branch) the run cfg.out; returns its final.json dict."""
     cfg = dataclasses.replace(cfg).validate()
     rank, world, device, created_group = _dist_setup(cfg.device)
+    run = Path(cfg.out)
     try:
-        return _train(cfg, rank, world, device)
+        with _run_lock(run) if rank == 0 else nullcontext():
+            return _train(cfg, rank, world, device)
+    except WriteError as e:
+        raise WriteError(f"{e}; re-run the same command once it is fixed to resume", e.problem) from None
+    except OSError as e:  # appending to metrics.jsonl: disk full, permissions
+        raise WriteError(f"{e.filename or run}: {os_problem(e)}; the run's checkpoints are intact, "
+                         "re-run the same command once it is fixed to resume", os_problem(e)) from None
     finally:
         if created_group and dist.is_initialized():
             dist.destroy_process_group()
@@ -203,6 +273,13 @@ def _train(cfg: TrainConfig, rank: int, world: int, device) -> dict:
     hardware.setup_device(device)
     mc = cfg.model_config()
     manifest = load_manifest(cfg.data)  # read once: the loader, config.json and the val set use it
+    # every shard's sha256 and token ids, once per shard file (cfg.verify: again), before RUN is
+    # written to: bad data leaves no config.json behind
+    verify_data(cfg.data, manifest, force=cfg.verify, progress=master and cfg.progress)
+    n_vocab = manifest.get("n_vocab")
+    if isinstance(n_vocab, int) and n_vocab > mc.vocab_size:
+        raise FwlabError(f"{cfg.data}: its tokenizer has {n_vocab} ids, more than the model's "
+                         f"vocabulary of {mc.vocab_size}")
     loader = TrainLoader(cfg.data, mc.block_size, seed=cfg.seed, rank=rank, world_size=world,
                          manifest=manifest)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
@@ -242,7 +319,16 @@ def _train(cfg: TrainConfig, rank: int, world: int, device) -> dict:
         return read_json(run / "final.json")
     st = {"elapsed_s": 0.0, "best": None, "bad": 0, "last_eval": None, "stopped": ""}
     if ckpts:
-        ck = load_checkpoint(resolve_checkpoint(run), map_location=device)
+        path = resolve_checkpoint(run)
+        ck = load_checkpoint(path, map_location=device)
+        # the checkpoint must be this run's: the same maths as config.json, field by field
+        made = ck.get("config") if isinstance(ck.get("config"), dict) else {}
+        diff = _math_diff(made, conf, "in the checkpoint", "in this run") if made else (
+            [] if ck.get("model_config") == mc.to_dict() else
+            [f"model: {ck.get('model_config')!r} in the checkpoint, {mc.to_dict()!r} in this run"])
+        if diff:
+            raise FwlabError(f"{path}: made by another run (" + "; ".join(diff) + f"); remove it "
+                             f"from {run / 'ckpt'} or resume with the settings that made it")
         origin = f"resuming from {run / 'ckpt'} iteration {ck['iter']}"
         st.update(ck.get("trainer", {}))
     elif cfg.init_from:
@@ -258,11 +344,15 @@ def _train(cfg: TrainConfig, rank: int, world: int, device) -> dict:
         ck, origin = None, "starting"
     start = ck["iter"] if ck else 0
     if ck:
-        raw.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        loader.load_state_dict(ck["loader"])
-        rngs = ck["rng"]
-        _set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0], device)
+        try:
+            raw.load_state_dict(ck["model"])
+            optimizer.load_state_dict(ck["optimizer"])
+            loader.load_state_dict(ck["loader"])
+            rngs = ck["rng"]
+            _set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0], device)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+            first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise FwlabError(f"{origin}: the checkpoint does not fit this run ({first_line[:200]})") from None
         del ck
     if world > 1:
         dist.barrier()  # every rank has read the directory before rank 0 changes it
@@ -422,11 +512,14 @@ def main(argv=None) -> int:
         final = train(config_from_args(args))
     except FwlabError as e:
         print(f"fwlab train: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("fwlab train: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if int(os.environ.get("RANK", "0")) == 0:
         v = final.get("final_val_loss")
         print(f"{final['status']}: final val loss {'n/a' if v is None else f'{v:.4f}'}")
-    return 0
+    return exit_status(final)
 
 
 if __name__ == "__main__":

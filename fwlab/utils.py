@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from fwlab.errors import FwlabError
+from fwlab.errors import FwlabError, WriteError, os_problem
 
 
 UMASK = os.umask(0)  # read once at import: setting it to read it is not thread-safe
@@ -34,16 +34,25 @@ def atomic_open(path: str | os.PathLike):
     error it is flushed, fsynced and renamed to `path`, so readers never see half a file. On an
     error (or a kill) the final name is untouched and the temporary file is removed where possible."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_for(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_for(path)
+    except OSError as e:
+        where = e.filename or path.parent
+        raise WriteError(f"cannot write {path}: {where}: {os_problem(e)}; nothing was written",
+                         f"{where}: {os_problem(e)}") from None
     try:
         with open(tmp, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):  # disk full, quota, I/O error while writing the temporary file
+            raise WriteError(f"cannot write {path}: {os_problem(e)}; "
+                             + ("the file there is unchanged" if path.exists() else
+                                "no partial file was left"), os_problem(e)) from None
         raise
 
 
@@ -198,3 +207,33 @@ def fmt_tokens(n) -> str:
         if n >= div:
             return f"{n / div:.3g}{unit}"
     return f"{n:.0f}"
+
+
+# What an fwlab folder is, told by the file that only that kind of folder holds. Commands that
+# write into or replace a folder (--out, --overwrite) read this so that they never replace, or
+# write into, a folder of another kind: a run, a sweep or a data folder is never deleted.
+_KINDS = (("sweep.json", "a sweep"), ("manifest.json", "a data folder"),
+          (".prepare_state.npz", "a data folder being prepared"), ("final.json", "a run"),
+          ("metrics.jsonl", "a run"), ("ckpt", "a run"), ("fwlab_export.json", "an export"))
+
+
+def folder_kind(path: str | os.PathLike) -> str | None:
+    """'a run', 'a sweep', 'a data folder', 'a data folder being prepared', 'an export' or None."""
+    p = Path(path)
+    if not p.is_dir():
+        return None
+    for name, kind in _KINDS:
+        if (p / name).exists():
+            return kind
+    return None
+
+
+def fwlab_inside(path: str | os.PathLike) -> tuple[Path, str] | None:
+    """(folder, kind) of the first run, sweep, data folder or export at or below `path`
+    (symlinks are not followed), else None."""
+    for root, dirs, _ in os.walk(path):
+        kind = folder_kind(root)
+        if kind:
+            return Path(root), kind
+        dirs.sort()
+    return None

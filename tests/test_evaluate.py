@@ -223,8 +223,15 @@ def test_export_keeps_existing_out_unless_overwrite(tmp_path, run):
     with pytest.raises(FwlabError, match="--overwrite"):
         evaluate_export(run, out, verify=False)
     assert (out / "mine.txt").exists()
+    # --overwrite replaces only an earlier export: a file fwlab did not write is never deleted
+    with pytest.raises(FwlabError, match="mine.txt"):
+        evaluate_export(run, out, overwrite=True, verify=False)
+    assert (out / "mine.txt").read_text() == "keep me"
+    (out / "mine.txt").unlink()
+    evaluate_export(run, out, verify=False)
+    first = (out / "fwlab_export.json").stat().st_mtime_ns
     evaluate_export(run, out, overwrite=True, verify=False)
-    assert (out / "model.safetensors").exists() and not (out / "mine.txt").exists()
+    assert (out / "model.safetensors").exists() and (out / "fwlab_export.json").stat().st_mtime_ns >= first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
 
 
