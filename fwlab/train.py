@@ -213,7 +213,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device) -> dict:
     first = cfg.init_iter or 0
     dtype = hardware.resolve_dtype(cfg.dtype, device)
     use_compile = hardware.resolve_compile(cfg.compile, device,
-                                           (cfg.max_iters - first) * cfg.tokens_per_iter)
+                                           (cfg.max_iters - first) * cfg.tokens_per_iter, dtype)
     cap = hardware.micro_batch_cap(mc, device, raw.num_params())
     micro, accum = hardware.pick_micro_batch(cfg.tokens_per_iter, mc.block_size, world,
                                              cfg.micro_batch, cap)
