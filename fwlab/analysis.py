@@ -38,7 +38,8 @@ import numpy as np
 import pandas as pd
 
 from fwlab.errors import FwlabError
-from fwlab.utils import atomic_write_bytes, atomic_write_text, iter_jsonl, read_json, strip_ansi
+from fwlab.utils import (atomic_write_bytes, atomic_write_text, iter_jsonl, kernel_config, read_json,
+                         strip_ansi)
 
 REPORT_FILES = ("analysis.ipynb", "report.html", "curves.png", "summary.csv")
 # summary.csv: one row per budget; these columns at least (contract), with final.json's numbers
@@ -611,7 +612,8 @@ def make_report(sweep, claims=None, log_x: bool = True) -> Path:
                 str(NOTEBOOK), str(tmp), kernel_name="python3", cwd=str(sweep_dir),
                 parameters=dict(sweep_dir=str(sweep_dir), claims=None if claims is None else
                                 str(claims), log_x=bool(log_x)),
-                progress_bar=True, start_timeout=180)  # a kernel starts slowly on a busy CPU
+                progress_bar=True, start_timeout=180,  # a kernel starts slowly on a busy CPU
+                config=kernel_config())
         except pm.PapermillExecutionError as e:
             failed = out / "analysis.failed.ipynb"
             os.replace(tmp, failed)  # papermill saved it before raising: keep it to read

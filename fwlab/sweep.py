@@ -48,7 +48,7 @@ from pathlib import Path
 from fwlab import schedule as sched
 from fwlab.config import TrainConfig, overrides_from_args, parse_int_list
 from fwlab.errors import FwlabError
-from fwlab.utils import atomic_write_json, iter_jsonl, read_json, strip_ansi
+from fwlab.utils import atomic_write_json, iter_jsonl, kernel_config, read_json, strip_ansi
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "02_train.ipynb"
 MODES = ("independent", "wsd")
@@ -397,7 +397,7 @@ def _execute(nb: Path, out_nb: Path, params: dict, cwd: str) -> None:
     # and errors still land in the executed notebook.
     pm.execute_notebook(str(nb), str(out_nb), parameters=params, kernel_name="python3",
                         cwd=cwd, progress_bar=False, log_output=False, start_timeout=180,
-                        extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
+                        extra_arguments=["--IPKernelApp.log_level=CRITICAL"], config=kernel_config())
 
 
 # --- the sweep -----------------------------------------------------------------------------------

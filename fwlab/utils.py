@@ -131,3 +131,14 @@ def append_jsonl(f, obj: dict) -> None:
     """Append one JSON object as a line to an open text file and flush it to disk."""
     f.write(jsonl_line(obj))
     f.flush()
+
+
+def kernel_config():
+    """The traitlets config under which fwlab's papermill runs start their Jupyter kernels: over
+    local IPC sockets (POSIX), or with the CurveZMQ keys jupyter_client provisions for kernelspecs
+    that declare support, so the kernel never warns that it runs over TCP without encryption."""
+    from traitlets.config import Config
+    if os.name == "posix":
+        return Config({"KernelManager": {"transport": "ipc"}})
+    import zmq
+    return Config({"KernelManager": {"transport_encryption": "auto"}}) if zmq.has("curve") else Config()

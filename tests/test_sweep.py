@@ -278,3 +278,19 @@ def test_report_summary_equals_final_json(wsd_sweep):
         final = json.loads((out / "runs" / f"b{b}" / "final.json").read_text())
         for col in ("tokens", "epochs", "final_val_loss", "val_loss_stderr", "wall_s"):
             assert summary.loc[b, col] == pytest.approx(final[col], rel=1e-9)
+
+
+def test_papermill_kernels_start_without_the_unencrypted_tcp_warning(tmp_path, capfd):
+    """Every papermill run of fwlab's (sweep runs, the report) passes utils.kernel_config()."""
+    import nbformat
+    import papermill as pm
+    from traitlets.config import Config
+
+    from fwlab.utils import kernel_config
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "one.ipynb")
+    for config, warned in ((Config(), True), (kernel_config(), False)):
+        pm.execute_notebook(str(tmp_path / "one.ipynb"), str(tmp_path / "out.ipynb"),
+                            kernel_name="python3", progress_bar=False, config=config)
+        assert ("without encryption" in capfd.readouterr().err) is warned
