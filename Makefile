@@ -12,7 +12,10 @@ SHARED      := $(abspath ../shared)
 ifneq ($(wildcard $(SHARED)/tiktoken_cache/.),)
 export TIKTOKEN_CACHE_DIR ?= $(SHARED)/tiktoken_cache
 endif
-SAMPLE      := $(wildcard $(SHARED)/data/fineweb-edu-sample/*.jsonl.gz)
+# FineWeb-Edu first: the demo reads its sources in order and takes only as many tokens as this
+# machine can train on in time; the sample's plain FineWeb file only tops it up (the demo says so).
+SAMPLE      := $(wildcard $(SHARED)/data/fineweb-edu-sample/fineweb_edu.jsonl.gz) \
+               $(wildcard $(SHARED)/data/fineweb-edu-sample/fineweb.jsonl.gz)
 DEMO_SOURCE ?= $(SAMPLE)
 DEMO_OUT    ?= results/demo
 DEMO_ARGS   ?=
@@ -27,7 +30,6 @@ $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip >/dev/null
 	$(PY) -m pip install -r requirements.txt
-	$(PY) -m pip install -e '.[export]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (fwlab)"
 	@touch $(STAMP)
 

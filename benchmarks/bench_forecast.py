@@ -1,7 +1,7 @@
 """Backtest of fwlab's loss forecast, end to end, at CPU scale.
 
 Prepares both shared FineWeb(-Edu) sample files, runs wsd sweeps of fwlab demo's setting (the tiny
-preset at the reference scenario's 0.85/1.42/2.13/2.85 epochs; fwlab.sweep, papermill) for one or
+preset at the reference scenario's 0.85/1.42/2.13/2.85 epochs; fwlab.demo, fwlab.sweep, papermill) for one or
 more training seeds, then for each forecasts the final validation loss of the longest budget from
 what 30% of its compute can show (fwlab.forecast.backtest) and prints the error against the value
 it reached. Target: |error| <= 0.03 nats and the real value inside the interval. One seed is one
@@ -43,7 +43,8 @@ DEFAULT_SEEDS = "1337,7,42,2026,31337"
 
 def make_sweep(out: Path, seed: int, eval_interval: int) -> Path:
     from fwlab.prepare import prepare
-    from fwlab.sweep import DEMO_CONFIG, DEMO_EPOCHS, DEMO_VAL_TOKENS, run_sweep
+    from fwlab.demo import DEMO_CONFIG, DEMO_EPOCHS, DEMO_VAL_TOKENS
+    from fwlab.sweep import run_sweep
     data = out / "data"
     sources = [str((SAMPLE / f).resolve()) for f in ("fineweb.jsonl.gz", "fineweb_edu.jsonl.gz")]
     prepare(sources, str(data), val_tokens=DEMO_VAL_TOKENS)  # a no-op once prepared
@@ -71,7 +72,7 @@ def main(argv=None) -> int:
 
     from fwlab import forecast as F
     from fwlab.errors import FwlabError
-    from fwlab.sweep import DEMO_CONFIG
+    from fwlab.demo import DEMO_CONFIG
     from fwlab.utils import atomic_write_json
     every = a.eval_interval or DEMO_CONFIG["eval_interval"]
     sweeps = [Path(s) for s in a.sweep or []]

@@ -235,13 +235,18 @@ def _add_demo(sub):
                    help="local .jsonl(.gz)/.parquet/.txt files instead of the hub "
                         "(default: hf:HuggingFaceFW/fineweb-edu, sample-10BT)")
     p.add_argument("--out", default="results/demo", help="output directory (default results/demo)")
-    p.add_argument("--max-tokens", default="300e3", help="tokens to prepare (default 300e3)")
+    p.add_argument("--max-tokens", default="300e3",
+                   help="tokens to prepare at most (default 300e3); fewer when the machine is too "
+                        "slow to train on them within --target-min")
+    p.add_argument("--target-min", type=float, default=8.0,
+                   help="size the sweep to end in about this many minutes on this machine, from "
+                        "a few timed training steps (default 8; 0 = use every token asked)")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(a):
-    from fwlab import sweep
-    return sweep.main_demo(a)
+    from fwlab import demo
+    return demo.main(a)
 
 
 # --- fwlab import --------------------------------------------------------------------------------

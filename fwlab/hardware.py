@@ -13,9 +13,15 @@ step is plain fp32 eager). benchmarks/bench_train.py (same weights and batches, 
 on a busy machine): tiny 1.90x, mini 2.16x, 40m (1x1024) 2.08x the reference, losses within 5e-4.
 Compiling costs 10-20 s per process (~60 s for 40m), which a short run never earns back: compiled
 bf16 saves ~1.8e-4 s per token over eager bf16, so the break-even is ~100k tokens.
+Without native bf16 the run stays fp32, and there compiling buys little: 1.14x (tiny 8x128) and
+1.18x (mini) in the table above, and 0.99x for the tiny model at 4x128 (fwlab demo's step; median of
+30 interleaved steps, 2 cores under load, first compiled step 14 s; benchmarks/bench_compile.py).
+An AVX2-only 2-core EPYC under load spent 36 s compiling that step.
 Hence `auto` on CPU = bf16 autocast where the CPU has native bf16 (else fp32), and compile when this
-run will compute at least CPU_COMPILE_MIN_TOKENS tokens (2x the break-even). The decision depends
-only on the config, so a resumed run makes the same one. `benchmarks/bench_train.py` re-measures.
+run will compute at least CPU_COMPILE_MIN_TOKENS tokens in bf16 (2x the break-even), or
+CPU_COMPILE_MIN_TOKENS_FP32 in fp32 (10x mini's break-even of ~200k; tiny never breaks even). The
+decision depends only on the config, so a resumed run makes the same one.
+`benchmarks/bench_train.py` re-measures.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ import torch
 from fwlab.errors import FwlabError
 
 CPU_COMPILE_MIN_TOKENS = 200_000
+CPU_COMPILE_MIN_TOKENS_FP32 = 2_000_000
 
 # Peak dense bf16 tensor throughput (FLOP/s, no 2:4 sparsity) from the vendors' spec sheets.
 # GeForce cards accumulate bf16 in fp32 at half the fp16-accumulate rate: SMs x boost clock x 512.
@@ -94,16 +101,20 @@ def resolve_dtype(name: str, device: torch.device) -> str:
     return "float32"  # mps: bf16 autocast support varies with the macOS version
 
 
-def resolve_compile(flag: bool | None, device: torch.device, tokens_to_train: int) -> bool:
+def resolve_compile(flag: bool | None, device: torch.device, tokens_to_train: int,
+                    dtype: str | None = None) -> bool:
     """None = auto: on CUDA always; on CPU when the run is long enough to earn the compile time
-    back (see the module docstring) and a C++ compiler exists; never on MPS."""
+    back in its dtype (`dtype`: the resolved one; None = what `auto` picks here; see the module
+    docstring) and a C++ compiler exists; never on MPS."""
     if flag is not None:
         return bool(flag)
     if device.type == "cuda":
         return True
     if device.type == "cpu":
         has_cxx = any(shutil.which(c) for c in ("c++", "g++", "clang++"))
-        return has_cxx and tokens_to_train >= CPU_COMPILE_MIN_TOKENS
+        bf16 = (dtype or resolve_dtype("auto", device)) == "bfloat16"
+        need = CPU_COMPILE_MIN_TOKENS if bf16 else CPU_COMPILE_MIN_TOKENS_FP32
+        return has_cxx and tokens_to_train >= need
     return False
 
 
@@ -187,8 +198,8 @@ def resolve_run(cfg, device: torch.device, n_params: int, world_size: int = 1,
         tokens_to_train = (cfg.max_iters - (cfg.init_iter or 0)) * cfg.tokens_per_iter
     micro, accum = pick_micro_batch(cfg.tokens_per_iter, mc.block_size, world_size,
                                     cfg.micro_batch, micro_batch_cap(mc, device, n_params))
-    return dict(dtype=resolve_dtype(cfg.dtype, device),
-                compile=resolve_compile(cfg.compile, device, tokens_to_train),
+    dtype = resolve_dtype(cfg.dtype, device)
+    return dict(dtype=dtype, compile=resolve_compile(cfg.compile, device, tokens_to_train, dtype),
                 micro_batch=micro, grad_accum_steps=accum)
 
 

@@ -27,8 +27,8 @@ from fwlab.claims import check_claims, load_claims
 from fwlab.errors import FwlabError
 from fwlab.plan import step_gains
 from fwlab.runs import FINISHED, Lab
-from fwlab.utils import (asset, atomic_write_bytes, atomic_write_text, fmt_tokens, resolve_path,
-                         strip_ansi)
+from fwlab.utils import (asset, atomic_write_bytes, atomic_write_text, fmt_tokens, kernel_config,
+                         resolve_path, strip_ansi)
 
 REPORT_FILES = ("analysis.ipynb", "report.html", "curves.png", "summary.csv")
 # summary.csv: one row per budget; these columns at least (contract), with final.json's numbers
@@ -369,7 +369,8 @@ def make_report(sources, claims=None, log_x: bool = True, out=None) -> Path:
                 str(NOTEBOOK), str(tmp), kernel_name="python3", cwd=str(out),
                 parameters=dict(sweep_dir=given, claims=None if claims is None else str(claims),
                                 log_x=bool(log_x), report_dir=str(out)),
-                progress_bar=True, start_timeout=180)  # a kernel starts slowly on a busy CPU
+                progress_bar=True, start_timeout=180,  # a kernel starts slowly on a busy CPU
+                config=kernel_config())
         except pm.PapermillExecutionError as e:
             failed = out / "analysis.failed.ipynb"
             os.replace(tmp, failed)  # papermill saved it before raising: keep it to read

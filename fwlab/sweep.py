@@ -59,28 +59,13 @@ from fwlab.data import train_tokens as data_train_tokens
 from fwlab.errors import FwlabError
 from fwlab.records import code_record
 from fwlab.runs import ENDED, FINISHED, MetricsTail, last_iter, load_runs, read_final, read_sweep
-from fwlab.utils import asset, atomic_write_json, resolve_path, strip_ansi
+from fwlab.utils import asset, atomic_write_json, kernel_config, resolve_path, strip_ansi
 
 NOTEBOOK = asset("notebooks", "02_train.ipynb")
 MODES = ("independent", "wsd")
 OK = FINISHED                               # run statuses that count as done
 # Settings the plan decides per run; the user cannot give them to a sweep.
 PER_RUN = ("out", "max_iters", "init_from", "init_iter")
-
-# The CPU-scale replica of the reference scenario (fwlab demo): budgets at the reference epoch
-# ratios, the tiny model, and small iterations: on CPU the 50,304-wide head is most of the step,
-# so the batch shrinks, not the model. On ~235k train tokens that is budgets of ~390-1310
-# iterations of 512 tokens (1,720 computed in wsd mode, ~6 min on 2 idle cores). The learning rate
-# is the tiny model's, not GPT-2's: measured on this sweep, at 6e-4 the model is so LR-limited
-# that cooldown branches end *above* the constant-LR trunk (7.34 at 2.85 epochs); at 3e-3 with
-# 512-token iterations it reaches 7.01 and each cooldown buys ~0.05-0.07 nats over the trunk at
-# the same tokens, as WSD does at scale. 16k val tokens per eval keep the stderr near 0.05;
-# evaluating every 32 iterations (~25 s of the demo) gives the forecast backtest about ten points
-# in the first 30% of the longest budget's compute.
-DEMO_EPOCHS = (0.85, 1.42, 2.13, 2.85)
-DEMO_VAL_TOKENS = 30_000
-DEMO_CONFIG = dict(preset="tiny", tokens_per_iter=4 * 128, micro_batch=4, lr=3e-3, eval_interval=32,
-                   eval_tokens=16_384, ckpt_interval=500, keep_ckpts=1)
 
 
 # --- the plan ------------------------------------------------------------------------------------
@@ -356,7 +341,7 @@ def _execute(nb: Path, out_nb: Path, params: dict, cwd: str) -> None:
     # and errors still land in the executed notebook.
     pm.execute_notebook(str(nb), str(out_nb), parameters=params, kernel_name="python3",
                         cwd=cwd, progress_bar=False, log_output=False, start_timeout=180,
-                        extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
+                        extra_arguments=["--IPKernelApp.log_level=CRITICAL"], config=kernel_config())
 
 
 # --- the sweep -----------------------------------------------------------------------------------
@@ -531,15 +516,6 @@ def summary_lines(state: dict) -> list[str]:
     return rows
 
 
-def _newer_than(path: Path, others) -> bool:
-    """`path` exists and was written after every one of `others` (which must exist)."""
-    try:
-        t = path.stat().st_mtime_ns
-        return all(t >= p.stat().st_mtime_ns for p in others)
-    except FileNotFoundError:
-        return False
-
-
 def main_from_args(args) -> int:
     """`fwlab sweep`: 0 when every run finished, 1 when any failed or was skipped."""
     config = overrides_from_args(args)
@@ -559,42 +535,3 @@ def main_from_args(args) -> int:
     print("\n".join(summary_lines(state)))
     print(f"sweep: {Path(out) / 'sweep.json'} ({state['status']})")
     return 0 if state["status"] == "completed" else 1
-
-
-def main_demo(args) -> int:
-    """`fwlab demo`: prepare data, the CPU-scale replica of the reference sweep, then the report."""
-    from fwlab import prepare as P, report  # here: the main job sits above the sweep it runs
-    t0 = time.time()
-    out = resolve_path(args.out)
-    source, hf_config = P.default_source(args.source)
-    print(f"demo 1/3: preparing {source if isinstance(source, str) else ' '.join(source)} "
-          f"into {out / 'data'}")
-    P.prepare(source, str(out / "data"), hf_config=hf_config, max_tokens=args.max_tokens,
-              val_tokens=DEMO_VAL_TOKENS)
-    print(f"demo 2/3: wsd sweep, tiny model, budgets at {', '.join(map(str, DEMO_EPOCHS))} epochs "
-          f"-> {out / 'sweep'}")
-    state = run_sweep(out / "sweep", out / "data", mode="wsd", epochs=list(DEMO_EPOCHS),
-                      config=dict(DEMO_CONFIG))
-    print("\n".join(summary_lines(state)))
-    if state["status"] != "completed":
-        print(f"demo: some runs did not finish; see {out / 'sweep' / 'sweep.json'}")
-        return 1
-    sweep_dir = out / "sweep"
-    report_dir = sweep_dir / "report"
-    finals = [sweep_dir / "runs" / r["name"] / "final.json" for r in state["runs"]]
-    if _newer_than(report_dir / "summary.csv", finals) and (report_dir / "report.html").is_file():
-        print(f"demo 3/3: the report is up to date: {report_dir}")
-    else:
-        print(f"demo 3/3: report for {sweep_dir}")
-        # the widely shared 40M table, when the checkout ships it: its verdicts show in the report
-        claims = asset("examples", "claims_40m_fineweb_edu.yaml")
-        report_dir = Path(report.make_report(str(sweep_dir),
-                                               claims=str(claims) if claims.is_file() else None))
-    import pandas as pd
-    table = report.display_table(report.decision_table(load_runs(sweep_dir)))
-    with pd.option_context("display.width", 250, "display.max_columns", 30):
-        print(table.to_string(index=False))
-    print(f"report: {report_dir / 'report.html'} (figures: {report_dir / 'curves.png'}, table: "
-          f"{report_dir / 'summary.csv'})")
-    print(f"demo finished in {(time.time() - t0) / 60:.1f} min")
-    return 0

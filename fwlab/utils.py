@@ -237,3 +237,14 @@ def fwlab_inside(path: str | os.PathLike) -> tuple[Path, str] | None:
             return Path(root), kind
         dirs.sort()
     return None
+
+
+def kernel_config():
+    """The traitlets config under which fwlab's papermill runs start their Jupyter kernels: over
+    local IPC sockets (POSIX), or with the CurveZMQ keys jupyter_client provisions for kernelspecs
+    that declare support, so the kernel never warns that it runs over TCP without encryption."""
+    from traitlets.config import Config
+    if os.name == "posix":
+        return Config({"KernelManager": {"transport": "ipc"}})
+    import zmq
+    return Config({"KernelManager": {"transport_encryption": "auto"}}) if zmq.has("curve") else Config()

@@ -48,6 +48,11 @@ def test_cpu_defaults():
     assert hardware.resolve_dtype("auto", cpu) in ("bfloat16", "float32")
     assert hardware.resolve_compile(False, cpu, 10**9) is False
     assert hardware.resolve_compile(None, cpu, 1000) is False  # too short to earn the compile back
+    # without native bf16 (fp32) compiling earns little: only very long runs compile
+    n = hardware.CPU_COMPILE_MIN_TOKENS
+    assert hardware.resolve_compile(None, cpu, n, "float32") is False
+    assert hardware.resolve_compile(None, cpu, n, "bfloat16") == hardware.resolve_compile(
+        None, cpu, hardware.CPU_COMPILE_MIN_TOKENS_FP32, "float32")
     assert hardware.micro_batch_cap(GPTConfig(block_size=128), cpu, 10**6) == 16
     if not torch.cuda.is_available():
         with pytest.raises(FwlabError, match="CUDA"):

@@ -282,29 +282,17 @@ def test_report_summary_equals_final_json(wsd_sweep):
             assert summary.loc[b, col] == pytest.approx(final[col], rel=1e-9)
 
 
-# --- the main job -------------------------------------------------------------------------------
-def test_demo_prepares_sweeps_and_reports_then_does_no_work_again(tmp_path, edu_sample, monkeypatch,
-                                                                  capsys):
-    """`fwlab demo` end to end on a slice of the real sample (smaller data and evals than the real
-    demo, the same code path): data, a wsd sweep at the reference epoch ratios, the report."""
-    import argparse
+def test_papermill_kernels_start_without_the_unencrypted_tcp_warning(tmp_path, capfd):
+    """Every papermill run of fwlab's (sweep runs, the report) passes utils.kernel_config()."""
+    import nbformat
+    import papermill as pm
+    from traitlets.config import Config
 
-    monkeypatch.setattr(sweep, "DEMO_VAL_TOKENS", 4_000)
-    monkeypatch.setattr(sweep, "DEMO_CONFIG", dict(sweep.DEMO_CONFIG, eval_interval=16,
-                                                   eval_tokens=2048, device="cpu", compile=False))
-    args = argparse.Namespace(source=[str(edu_sample)], out=str(tmp_path / "demo"), max_tokens="24e3")
-    assert sweep.main_demo(args) == 0
-    out = capsys.readouterr().out
-    state = sweep_json(tmp_path / "demo" / "sweep")
-    assert state["mode"] == "wsd" and state["status"] == "completed"
-    assert state["epochs"] == list(sweep.DEMO_EPOCHS)
-    assert state["total_iters_computed"] == state["planned_iters"]
-    report = tmp_path / "demo" / "sweep" / "report"
-    for name in ("analysis.ipynb", "report.html", "curves.png", "summary.csv"):
-        assert (report / name).stat().st_size > 0, name
-    assert str(report / "report.html") in out
-    # a second run finds everything done: no notebook executed, the report left alone
-    mtime = (report / "report.html").stat().st_mtime_ns
-    monkeypatch.setattr(sweep, "_execute", lambda *a, **k: pytest.fail("re-ran a finished run"))
-    assert sweep.main_demo(args) == 0
-    assert (report / "report.html").stat().st_mtime_ns == mtime
+    from fwlab.utils import kernel_config
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "one.ipynb")
+    for config, warned in ((Config(), True), (kernel_config(), False)):
+        pm.execute_notebook(str(tmp_path / "one.ipynb"), str(tmp_path / "out.ipynb"),
+                            kernel_name="python3", progress_bar=False, config=config)
+        assert ("without encryption" in capfd.readouterr().err) is warned
