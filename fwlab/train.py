@@ -18,7 +18,7 @@ The run directory is the contract everything downstream reads:
                  is null on devices without a known peak); every other field is reproducible.
                  elapsed_s is this run directory's own training time (a branch starts at 0).
   final.json     final_val_loss, val_loss_stderr, iters, tokens, epochs, wall_s, status
-                 (completed | early_stopped | diverged), and more (see the end of _train).
+                 (completed | early_stopped | diverged), and more (see _finish).
   ckpt/          ckpt_NNNNNNN.pt: every ckpt_interval iterations (the last keep_ckpts kept), at
                  every iteration in ckpt_at (kept), and at the end.
 
@@ -268,8 +268,60 @@ def train(cfg: TrainConfig) -> dict:
             dist.destroy_process_group()
 
 
+@dataclasses.dataclass
+class _Session:
+    """What the steps of one training session share: its settings, the data, the model and
+    optimizer, the resolved config.json, and `st`, the trainer state a checkpoint carries."""
+    cfg: TrainConfig
+    rank: int
+    world: int
+    device: torch.device
+    mc: object                       # fwlab.model.GPTConfig
+    manifest: dict
+    loader: TrainLoader
+    raw: GPT
+    optimizer: torch.optim.Optimizer
+    conf: dict
+    dtype: str
+    use_compile: bool
+    micro: int
+    accum: int
+    st: dict = dataclasses.field(default_factory=lambda: {
+        "elapsed_s": 0.0, "best": None, "bad": 0, "last_eval": None, "stopped": ""})
+    start: int = 0                   # the iteration this session starts after
+    origin: str = "starting"
+    # set up by _loop for it and _finish: the wrapped model, autocast, validation windows, ...
+    model: object = None
+    ctx: object = None
+    val: list | None = None
+    keep_at: set = dataclasses.field(default_factory=set)
+    fpt: float = 0.0
+    peak: float | None = None
+
+    @property
+    def run(self) -> Path:
+        return Path(self.cfg.out)
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+
 def _train(cfg: TrainConfig, rank: int, world: int, device) -> dict:
-    run, master = Path(cfg.out), rank == 0
+    """The steps of a run: resolve its settings, restore what its directory holds, the loop,
+    final.json."""
+    s = _resolve(cfg, rank, world, device)
+    done = _restore(s)
+    if done is not None:  # the run directory holds a finished run
+        return done
+    it, status, message, speeds = _loop(s)
+    return _finish(s, it, status, message, speeds)
+
+
+def _resolve(cfg: TrainConfig, rank: int, world: int, device) -> _Session:
+    """Check the data, build the loader, model and optimizer, and resolve every `auto` setting
+    into what config.json records."""
+    master = rank == 0
     hardware.setup_device(device)
     mc = cfg.model_config()
     manifest = load_manifest(cfg.data)  # read once: the loader, config.json and the val set use it
@@ -288,7 +340,6 @@ def _train(cfg: TrainConfig, rank: int, world: int, device) -> dict:
         torch.manual_seed(cfg.seed + rank)  # dropout differs per rank
 
     # Resolve every `auto` setting; the result is what config.json records.
-    first = cfg.init_iter or 0
     res = hardware.resolve_run(cfg, device, raw.num_params(), world)
     dtype, use_compile, micro, accum = (res["dtype"], res["compile"], res["micro_batch"],
                                         res["grad_accum_steps"])
@@ -306,33 +357,40 @@ def _train(cfg: TrainConfig, rank: int, world: int, device) -> dict:
         iters_per_epoch=loader.tokens_per_epoch / cfg.tokens_per_iter)
     conf["data_manifest"], conf["data_fingerprint"] = _data_summary(cfg.data, manifest, loader)
     optimizer = raw.configure_optimizer(cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), device.type)
+    return _Session(cfg=cfg, rank=rank, world=world, device=device, mc=mc, manifest=manifest,
+                    loader=loader, raw=raw, optimizer=optimizer, conf=conf, dtype=dtype,
+                    use_compile=use_compile, micro=micro, accum=accum)
 
-    # Existing run directory: refuse other maths, return a finished run, resume from the newest ckpt.
+
+def _restore(s: _Session) -> dict | None:
+    """Existing run directory: refuse other maths, return a finished run's final.json, resume
+    from the newest checkpoint (or branch from init_from's); then write config.json and drop the
+    metrics lines past the starting iteration. None when there is training to do."""
+    cfg, run, mc, rank = s.cfg, s.run, s.mc, s.rank
     ckpts = list_checkpoints(run)
     if (run / "config.json").is_file() and (ckpts or (run / "final.json").is_file()):
-        diff = _math_diff(read_json(run / "config.json"), conf)
+        diff = _math_diff(read_json(run / "config.json"), s.conf)
         if diff:
             raise FwlabError(f"{run} holds a run with other settings that change the maths ("
                              + "; ".join(diff) + "); resume it with its own settings or use "
                              "another --out")
     if (run / "final.json").is_file():
         return read_json(run / "final.json")
-    st = {"elapsed_s": 0.0, "best": None, "bad": 0, "last_eval": None, "stopped": ""}
     if ckpts:
         path = resolve_checkpoint(run)
-        ck = load_checkpoint(path, map_location=device)
+        ck = load_checkpoint(path, map_location=s.device)
         # the checkpoint must be this run's: the same maths as config.json, field by field
         made = ck.get("config") if isinstance(ck.get("config"), dict) else {}
-        diff = _math_diff(made, conf, "in the checkpoint", "in this run") if made else (
+        diff = _math_diff(made, s.conf, "in the checkpoint", "in this run") if made else (
             [] if ck.get("model_config") == mc.to_dict() else
             [f"model: {ck.get('model_config')!r} in the checkpoint, {mc.to_dict()!r} in this run"])
         if diff:
             raise FwlabError(f"{path}: made by another run (" + "; ".join(diff) + f"); remove it "
                              f"from {run / 'ckpt'} or resume with the settings that made it")
         origin = f"resuming from {run / 'ckpt'} iteration {ck['iter']}"
-        st.update(ck.get("trainer", {}))
+        s.st.update(ck.get("trainer", {}))
     elif cfg.init_from:
-        ck = load_checkpoint(resolve_checkpoint(cfg.init_from, cfg.init_iter), map_location=device)
+        ck = load_checkpoint(resolve_checkpoint(cfg.init_from, cfg.init_iter), map_location=s.device)
         if ck["model_config"] != mc.to_dict():
             raise FwlabError(f"--init-from {cfg.init_from}: its model {ck['model_config']} differs "
                              f"from this run's {mc.to_dict()}")
@@ -342,61 +400,75 @@ def _train(cfg: TrainConfig, rank: int, world: int, device) -> dict:
         origin = f"branching from {cfg.init_from} iteration {cfg.init_iter}"
     else:
         ck, origin = None, "starting"
-    start = ck["iter"] if ck else 0
+    s.start, s.origin = (ck["iter"] if ck else 0), origin
     if ck:
         try:
-            raw.load_state_dict(ck["model"])
-            optimizer.load_state_dict(ck["optimizer"])
-            loader.load_state_dict(ck["loader"])
+            s.raw.load_state_dict(ck["model"])
+            s.optimizer.load_state_dict(ck["optimizer"])
+            s.loader.load_state_dict(ck["loader"])
             rngs = ck["rng"]
-            _set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0], device)
+            _set_rng_state(rngs[rank] if rank < len(rngs) else rngs[0], s.device)
         except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
             first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise FwlabError(f"{origin}: the checkpoint does not fit this run ({first_line[:200]})") from None
         del ck
-    if world > 1:
+    if s.world > 1:
         dist.barrier()  # every rank has read the directory before rank 0 changes it
-    if master:
+    if s.master:
         run.mkdir(parents=True, exist_ok=True)
         for tmp in ckpt_dir(run).glob(".*.tmp"):  # a save cut off by a kill
             tmp.unlink()
-        atomic_write_json(run / "config.json", conf)
-        _truncate_metrics(run / "metrics.jsonl", start)
+        atomic_write_json(run / "config.json", s.conf)
+        _truncate_metrics(run / "metrics.jsonl", s.start)
+    return None
 
-    model = torch.compile(raw) if use_compile else raw
+
+def _save(s: _Session, it: int) -> None:
+    """Checkpoint iteration `it` (every rank's RNG state, gathered), then drop old regular ones."""
+    rngs = [None] * s.world
+    if s.world > 1:
+        dist.all_gather_object(rngs, _rng_state(s.device))
+    else:
+        rngs[0] = _rng_state(s.device)
+    if s.master:
+        save_checkpoint(s.run, it, {
+            "model": s.raw.state_dict(), "optimizer": s.optimizer.state_dict(),
+            "model_config": s.mc.to_dict(), "config": s.conf, "loader": s.loader.state_dict(),
+            "rng": rngs, "trainer": dict(s.st), "fwlab_version": __version__})
+        saved = list_checkpoints(s.run)
+        regular = [i for i in saved if i not in s.keep_at]
+        for old in regular[:-s.cfg.keep_ckpts]:
+            saved[old].unlink(missing_ok=True)
+
+
+def _loop(s: _Session) -> tuple[int, str, str, list[float]]:
+    """Train from s.start to max_iters (or an early stop, or a divergence), logging, evaluating
+    and checkpointing on the way. Returns (last iteration, status, message, tokens/s per step)."""
+    cfg, run, master, world, st = s.cfg, s.run, s.master, s.world, s.st
+    raw, optimizer, loader, device, micro, accum = (s.raw, s.optimizer, s.loader, s.device,
+                                                    s.micro, s.accum)
+    model = torch.compile(raw) if s.use_compile else raw
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    ctx = hardware.autocast(device, dtype)
-    val = val_batches(cfg.data, mc.block_size, cfg.eval_tokens, micro, manifest)
-    keep_at, fpt = set(cfg.ckpt_at_iters()), raw.flops_per_token()
-    peak = hardware.peak_flops(device)  # once: MFU is logged on every step
+    s.model = model
+    ctx = s.ctx = hardware.autocast(device, s.dtype)
+    val = s.val = val_batches(cfg.data, s.mc.block_size, cfg.eval_tokens, micro, s.manifest)
+    s.keep_at, s.fpt = set(cfg.ckpt_at_iters()), raw.flops_per_token()
+    s.peak = hardware.peak_flops(device)  # once: MFU is logged on every step
+    keep_at, fpt, peak, rank = s.keep_at, s.fpt, s.peak, s.rank
     log = open(run / "metrics.jsonl", "a", encoding="utf-8") if master else None
     say = tqdm.write if master else (lambda *a, **k: None)
-    say(f"fwlab train: {run}: {origin}; {cfg.preset} {conf['n_params'] / 1e6:.2f}M params on "
-        f"{conf['device_name']} ({device.type}, {dtype}, {'compiled' if use_compile else 'eager'}); "
-        f"{micro} seq x {accum} accum x {world} rank(s) x {mc.block_size} = {cfg.tokens_per_iter:,} "
-        f"tokens/iter; {cfg.schedule} lr {cfg.lr:g}, warmup {conf['warmup_iters']}")
-    bar = tqdm(total=cfg.max_iters, initial=start, unit="it", dynamic_ncols=True,
+    conf = s.conf
+    say(f"fwlab train: {run}: {s.origin}; {cfg.preset} {conf['n_params'] / 1e6:.2f}M params on "
+        f"{conf['device_name']} ({device.type}, {s.dtype}, "
+        f"{'compiled' if s.use_compile else 'eager'}); {micro} seq x {accum} accum x {world} "
+        f"rank(s) x {s.mc.block_size} = {cfg.tokens_per_iter:,} tokens/iter; {cfg.schedule} lr "
+        f"{cfg.lr:g}, warmup {conf['warmup_iters']}")
+    bar = tqdm(total=cfg.max_iters, initial=s.start, unit="it", dynamic_ncols=True,
                disable=not (master and cfg.progress), desc=run.name)
 
-    def save(it):
-        rngs = [None] * world
-        if world > 1:
-            dist.all_gather_object(rngs, _rng_state(device))
-        else:
-            rngs[0] = _rng_state(device)
-        if master:
-            save_checkpoint(run, it, {
-                "model": raw.state_dict(), "optimizer": optimizer.state_dict(),
-                "model_config": mc.to_dict(), "config": conf, "loader": loader.state_dict(),
-                "rng": rngs, "trainer": dict(st), "fwlab_version": __version__})
-            saved = list_checkpoints(run)
-            regular = [i for i in saved if i not in keep_at]
-            for old in regular[:-cfg.keep_ckpts]:
-                saved[old].unlink(missing_ok=True)
-
-    it, status, message, speeds = start, "completed", st["stopped"], []
+    it, status, message, speeds = s.start, "completed", st["stopped"], []
     if message:  # resumed after an early stop whose final.json was not written yet
         status = "early_stopped"
     t0, elapsed0 = time.perf_counter(), st["elapsed_s"]
@@ -461,17 +533,23 @@ def _train(cfg: TrainConfig, rank: int, world: int, device) -> dict:
             if extras:
                 append_jsonl(log, dict(where, kind="extras", **extras))
         if it % cfg.ckpt_interval == 0 or it in keep_at or it == cfg.max_iters or stop:
-            save(it)
+            _save(s, it)
         if stop:
             break
     bar.close()
     if log:
         log.close()
+    return it, status, message, speeds
+
+
+def _finish(s: _Session, it: int, status: str, message: str, speeds: list[float]) -> dict:
+    """Write final.json (rank 0) after the loop ended at iteration `it` with `status`."""
+    cfg, run, st, world = s.cfg, s.run, s.st, s.world
     if status != "diverged" and (st["last_eval"] is None or st["last_eval"]["iter"] != it):
         # only when resuming a run killed between its last checkpoint and final.json
-        v, se = evaluate(raw, val, device, ctx, rank, world)
+        v, se = evaluate(s.raw, s.val, s.device, s.ctx, s.rank, world)
         st["last_eval"] = {"iter": it, "val_loss": v, "val_loss_stderr": se}
-        save(it)
+        _save(s, it)
 
     last = st["last_eval"] or {}
     ok = status != "diverged"
@@ -485,14 +563,15 @@ def _train(cfg: TrainConfig, rank: int, world: int, device) -> dict:
         "best_val_loss": st["best"], "iters": it, "max_iters": cfg.max_iters,
         "tokens": it * cfg.tokens_per_iter, "wall_s": st["elapsed_s"],
         # = loader.epoch after iteration `it` (a diverged step has already drawn its batches)
-        "epochs": (it * cfg.tokens_per_iter // mc.block_size) / loader.windows_per_epoch,
-        "iters_computed": it - first, "init_from": cfg.init_from or None, "init_iter": cfg.init_iter,
-        "tok_per_s": tps, "mfu": hardware.mfu_at_peak(tps / world, fpt, peak) if tps else None,
-        "n_params": conf["n_params"], "device_name": conf["device_name"],
+        "epochs": (it * cfg.tokens_per_iter // s.mc.block_size) / s.loader.windows_per_epoch,
+        "iters_computed": it - (cfg.init_iter or 0), "init_from": cfg.init_from or None,
+        "init_iter": cfg.init_iter,
+        "tok_per_s": tps, "mfu": hardware.mfu_at_peak(tps / world, s.fpt, s.peak) if tps else None,
+        "n_params": s.conf["n_params"], "device_name": s.conf["device_name"],
         "checkpoint": str(resolve_checkpoint(run)) if list_checkpoints(run) else None,
         "fwlab_version": __version__,
     }
-    if master:
+    if s.master:
         atomic_write_json(run / "final.json", final)
         if message:
             print(f"fwlab train: {run}: {message}", file=sys.stderr if not ok else sys.stdout)
