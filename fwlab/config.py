@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, fields
 
 from fwlab.errors import FwlabError
+from fwlab.loggers import parse_log_to
 from fwlab.utils import parse_count, read_json, resolve_path
 
 # Model presets. `40m` is the reference scenario's model (~41M parameters with tied embeddings);
@@ -31,6 +32,9 @@ SCHEDULES = ("cosine", "wsd", "constant")
 COOLDOWN_SHAPES = ("linear", "1-sqrt")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16")
+# the default evaluation cadence (TrainConfig.eval_every): about this many points per run, and at
+# most this many iterations apart
+EVAL_POINTS, EVAL_INTERVAL_MAX = 24, 250
 
 
 @dataclass
@@ -63,8 +67,10 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 1337
     # evaluation, checkpoints, stopping
-    eval_interval: int = 250
-    eval_tokens: int = 1_048_576
+    eval_interval: int | None = None    # None = max_iters/24 within [1, 250] (eval_every); and at 0
+    eval_tokens: int = 1_048_576        # capped by the validation split (the run says so)
+    log_interval: int = 10              # a loss line every N iterations in headless runs; 0 = never
+    log_to: str = ""                    # also log to: comma-separated tensorboard, wandb (fwlab.loggers)
     ckpt_interval: int = 1000
     keep_ckpts: int = 2
     ckpt_at: str = ""                   # comma-separated iterations whose checkpoints are kept (branches)
@@ -95,6 +101,14 @@ class TrainConfig:
         from fwlab.model import GPTConfig  # here: importing torch costs ~1 s a command
         return GPTConfig(**m, dropout=self.dropout)
 
+    def eval_every(self) -> int:
+        """Iterations between evaluations: eval_interval, or when None max_iters/24 within
+        [1, 250], so that a short run still draws a curve (~24 points, plus iteration 0) and a
+        6,000-iteration or longer one is evaluated every 250 iterations."""
+        if self.eval_interval is not None:
+            return self.eval_interval
+        return max(1, min(EVAL_INTERVAL_MAX, self.max_iters // EVAL_POINTS))
+
     def ckpt_at_iters(self) -> list[int]:
         return parse_int_list(self.ckpt_at, "ckpt_at") if self.ckpt_at else []
 
@@ -108,10 +122,10 @@ class TrainConfig:
             bad("preset", f"unknown preset; choose one of {', '.join(PRESETS)}")
         for name in ("max_iters", "tokens_per_iter", "eval_interval", "eval_tokens", "ckpt_interval",
                      "keep_ckpts"):
-            if getattr(self, name) <= 0:
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 bad(name, "must be a positive integer")
         for name in ("micro_batch", "early_stop_patience", "hellaswag_every", "hellaswag_limit",
-                     "sample_every", "seed"):  # numpy refuses a negative seed
+                     "sample_every", "seed", "log_interval"):  # numpy refuses a negative seed
             if getattr(self, name) < 0:
                 bad(name, "must be >= 0")
         for name in ("n_layer", "n_head", "n_embd", "block_size"):
@@ -156,6 +170,7 @@ class TrainConfig:
         if self.init_iter is not None and not 0 <= self.init_iter < self.max_iters:
             bad("init_iter", f"must be in [0, max_iters={self.max_iters})")
         self.ckpt_at_iters()
+        parse_log_to(self.log_to)
         if not self.data:
             raise FwlabError("no data directory given: pass --data DIR (made by `fwlab prepare`)")
         if not self.out:
@@ -213,6 +228,83 @@ def _base_type(tp):
     return tp, False
 
 
+# --help of every TrainConfig flag: what it does and its choices; add_train_args appends the
+# default (argparse %-formats help text: a literal percent sign is %%)
+FIELD_HELP = {
+    "data": "prepared data directory (made by `fwlab prepare`)",
+    "out": "run directory to write; one holding checkpoints is resumed, a finished one left alone",
+    "verify": "re-check every shard's sha256 and token ids (else once per shard file)",
+    "preset": "model size: " + ", ".join(f"{k} ({v['n_layer']} layers x {v['n_embd']})"
+                                         for k, v in PRESETS.items()),
+    "n_layer": "transformer layers (overrides the preset's)",
+    "n_head": "attention heads (overrides the preset's; must divide n_embd)",
+    "n_embd": "embedding width (overrides the preset's)",
+    "block_size": "context length in tokens (overrides the preset's)",
+    "dropout": "dropout probability, in [0, 1)",
+    "max_iters": "the iteration budget: optimizer steps to train (1e4 and 10_000 are read too)",
+    "tokens_per_iter": "tokens per optimizer step, a multiple of block_size (reached by gradient "
+                       "accumulation over micro-batches and ranks)",
+    "micro_batch": "sequences per forward pass per rank (must divide the sequences per rank and "
+                   "iteration; the maths do not depend on it); 0 = the largest that fits the device",
+    "lr": "peak learning rate",
+    "min_lr_frac": "the cosine schedule's floor, and where a wsd cooldown ends, as a fraction of lr",
+    "warmup_iters": "linear warmup iterations; unset = 5%% of max_iters, at most 1000",
+    "schedule": f"learning-rate schedule: {', '.join(SCHEDULES)} (wsd: warmup, stable, then a "
+                "cooldown over the last cooldown_frac of the run)",
+    "cooldown_frac": "wsd: the fraction of max_iters spent cooling down, in (0, 1]",
+    "cooldown_shape": f"wsd: the cooldown's shape: {', '.join(COOLDOWN_SHAPES)}",
+    "weight_decay": "AdamW weight decay of the 2-D weights (not biases and norm gains)",
+    "beta1": "AdamW beta1, in [0, 1)",
+    "beta2": "AdamW beta2, in [0, 1)",
+    "grad_clip": "clip the gradient norm to this",
+    "seed": "seed of the initial weights and the data order",
+    "eval_interval": f"iterations between validation evaluations (and one at iteration 0); unset "
+                     f"= max_iters/{EVAL_POINTS}, between 1 and {EVAL_INTERVAL_MAX}",
+    "eval_tokens": "validation tokens per evaluation (the same windows every time; capped by the "
+                   "val split, with a warning)",
+    "log_interval": "print iteration, loss, ms/iter, tok/s and MFU every N iterations when no "
+                    "progress bar is shown on a terminal; 0 = never",
+    "log_to": "also log metrics.jsonl's metrics to: tensorboard, wandb (comma-separated; wandb "
+              "offline unless WANDB_MODE says otherwise; each needs its extra, e.g. pip install "
+              "'fwlab[tensorboard]')",
+    "ckpt_interval": "iterations between checkpoints (and one at the end)",
+    "keep_ckpts": "regular checkpoints kept (the newest ones)",
+    "ckpt_at": "comma-separated iterations whose checkpoints are kept for good (branch points)",
+    "early_stop_patience": "stop after this many evaluations without improvement; 0 = never",
+    "early_stop_delta": "the val-loss improvement that counts for early stopping",
+    "hellaswag_every": "HellaSwag accuracy every N iterations during training; 0 = off",
+    "hellaswag_limit": "HellaSwag examples per periodic evaluation",
+    "hellaswag_data": "local HellaSwag jsonl(.gz) for the periodic evaluation (unset: the hub)",
+    "sample_every": "log a text sample every N iterations; 0 = off",
+    "device": "where to train (auto: cuda, else mps, else cpu)",
+    "dtype": "compute dtype (auto: bfloat16 autocast where the device has "
+             "native bf16, i.e. CUDA or a CPU with avx512_bf16, else float32)",
+    "compile": "torch.compile the model; unset = on for CUDA, on a CPU only for a run long enough "
+               "to earn the compile time back, never on MPS",
+    "init_from": "branch: start from this run's checkpoint (weights, optimizer, data position, "
+                 "RNG), with --init-iter",
+    "init_iter": "branch: the iteration of --init-from's checkpoint to start from",
+    "progress": "draw a progress bar",
+}
+
+
+# the flags whose values are a fixed set, shown as {a,b} in --help (TrainConfig.validate checks them)
+_CHOICES = {"preset": tuple(PRESETS), "schedule": SCHEDULES, "cooldown_shape": COOLDOWN_SHAPES,
+            "device": DEVICES, "dtype": DTYPES}
+
+
+def _default_text(name: str) -> str:
+    """The default for --help: TrainConfig's value, or what unset means (said in FIELD_HELP)."""
+    v = next(f.default for f in fields(TrainConfig) if f.name == name)
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return " (default: on)" if v else " (default: off)"
+    if v == "":
+        return "" if name in ("data", "out") else " (default: none)"
+    return f" (default: {v:,})" if isinstance(v, int) and v >= 10_000 else f" (default: {v})"
+
+
 def _to_int(s: str) -> int:
     """An integer flag's value. argparse reports only ArgumentTypeError as a usage error (prefixed
     with the flag); a FwlabError would escape parse_args as a traceback."""
@@ -223,9 +315,10 @@ def _to_int(s: str) -> int:
 
 
 def add_train_args(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (),
-                   required: tuple[str, ...] = ()) -> None:
+                   required: tuple[str, ...] = (), helps: dict | None = None) -> None:
     """One flag per TrainConfig field (--max-iters for max_iters); defaults are left as None so
-    that only flags the user actually gave override a config (see config_from_args)."""
+    that only flags the user actually gave override a config (see config_from_args). Help:
+    FIELD_HELP's, or `helps`' for the fields a command means otherwise, and the default."""
     hints = typing.get_type_hints(TrainConfig)
     g = parser.add_argument_group("training options")
     for f in fields(TrainConfig):
@@ -233,14 +326,17 @@ def add_train_args(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (),
             continue
         tp, _ = _base_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
-        help_ = f"default: {f.default!r}"
+        choices = _CHOICES.get(f.name)
+        metavar = "{" + ",".join(choices) + "}" if choices else None
+        help_ = ((helps or {}).get(f.name, FIELD_HELP[f.name])
+                 + _default_text(f.name).replace("%", "%%"))
         if tp is bool:
             g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
                            help=help_)
         else:
             conv = _to_int if tp is int else tp
             g.add_argument(flag, dest=f.name, type=conv, default=None, required=f.name in required,
-                           help=help_)
+                           metavar=metavar, help=help_)
 
 
 def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:

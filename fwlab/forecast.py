@@ -158,7 +158,7 @@ def load_points(*sources, lab=None) -> pd.DataFrame:
         if unique is None or not np.isfinite(unique) or unique <= 0 or pd.isna(tpi):
             continue  # no epoch or batch information: the law cannot place the points
         ev = lab.evals[(lab.evals["run"] == run["run"]) & lab.evals["own"]]
-        ev = ev[ev["iter"] > 0].dropna(subset=["val_loss"]).sort_values("iter")
+        ev = ev[(ev["iter"] > 0) & (ev["tokens"] > 0)].dropna(subset=["val_loss"]).sort_values("iter")
         annealed = schedule.is_annealed(run["schedule"], cfg.get("min_lr_frac", 0))
         final = (run["status"] == "completed" and annealed and pd.notna(run["final_val_loss"])
                  and pd.notna(run["iters"]))

@@ -175,7 +175,8 @@ def plot_curves(lab: Lab, log_x: bool = True, train: bool = True, xs=("tokens", 
                 if len(pev):
                     bp = (float(np.interp(k, pev["iter"], pev[x])),
                           float(np.interp(k, pev["iter"], pev["val_loss"])))
-            ev = ev[ev[x] > 0] if log_x else ev
+            # log x: no point at 0 tokens (the evaluation before any step), on any axis
+            ev = ev[(ev[x] > 0) & (ev["tokens"] > 0)] if log_x else ev
             xv, yv = list(ev[x]), list(ev["val_loss"])
             if bp is not None:  # the branch's line starts where it left the trunk
                 xv, yv = [bp[0]] + xv, [bp[1]] + yv

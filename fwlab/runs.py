@@ -122,16 +122,25 @@ def last_iter(run_dir) -> int | None:
 
 
 class MetricsTail:
-    """Follows a growing RUN/metrics.jsonl: only new complete lines are parsed on each poll."""
+    """Follows a growing RUN/metrics.jsonl: only new complete lines are parsed on each poll.
+    `top` is the highest iteration logged; `loss` and `val_loss` the train and validation loss
+    of the latest iteration that logged one (None before any)."""
+
+    _ITER = re.compile(rb'"iter":\s*(\d+)')
+    _LOSS = re.compile(rb'"(train_loss|val_loss)":\s*(-?[0-9][0-9.eE+-]*)')
 
     def __init__(self, path: Path):
         self.path, self.pos, self.top = Path(path), 0, None
+        self.loss: float | None = None
+        self.val_loss: float | None = None
+        self._at = {"train_loss": -1, "val_loss": -1}  # the iteration of each loss shown
 
     def poll(self) -> int | None:
         try:
             with open(self.path, "rb") as f:
                 if os.fstat(f.fileno()).st_size < self.pos:  # rewritten by a restarted run
-                    self.pos = 0
+                    self.pos, self.loss, self.val_loss = 0, None, None
+                    self._at = {"train_loss": -1, "val_loss": -1}
                 f.seek(self.pos)
                 chunk = f.read()
         except FileNotFoundError:
@@ -141,10 +150,15 @@ class MetricsTail:
             return self.top
         self.pos += end + 1
         for line in chunk[:end].splitlines():
-            m = re.search(rb'"iter":\s*(\d+)', line)
+            m = self._ITER.search(line)
             if m:
                 it = int(m.group(1))
                 self.top = it if self.top is None else max(self.top, it)
+                for key, value in self._LOSS.findall(line):
+                    key = key.decode()
+                    if it >= self._at[key]:
+                        self._at[key] = it
+                        setattr(self, "loss" if key == "train_loss" else key, float(value))
         return self.top
 
 

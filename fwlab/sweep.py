@@ -287,16 +287,19 @@ class _Progress:
         self._stop = threading.Event()  # only the polling thread touches the bar while a run runs
         self._thread = None
 
-    def _postfix(self, name, it, max_iters):
-        self.bar.set_postfix_str(f"runs {self.runs_done}/{self.n_runs} | {name} iter {it}/{max_iters}",
-                                 refresh=False)
+    def _postfix(self, name, it, max_iters, tail=None):
+        losses = "".join(f" | {label} {v:.4f}" for label, v in (
+            ("loss", tail.loss if tail else None), ("val", tail.val_loss if tail else None))
+            if v is not None)  # the current run's latest train and val loss
+        self.bar.set_postfix_str(f"runs {self.runs_done}/{self.n_runs} | {name} iter "
+                                 f"{it}/{max_iters}{losses}", refresh=False)
 
     def _advance(self, tail, start, seen, name, max_iters):
         top = tail.poll()
         if top is not None and top - start > seen[0]:
             self.bar.update(top - start - seen[0])
             seen[0] = top - start
-        self._postfix(name, top if top is not None else start, max_iters)
+        self._postfix(name, top if top is not None else start, max_iters, tail)
         self.bar.refresh()
 
     def start_run(self, run_dir: Path, start: int, name: str, max_iters: int):

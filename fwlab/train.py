@@ -5,18 +5,22 @@ over DDP ranks; the loader hands out windows from one global order, so the itera
 so the maths) do not depend on the micro-batch size or the number of ranks.
 
 The run directory is the contract everything downstream reads:
-  config.json    every setting, resolved (device, dtype, compile, micro_batch, warmup_iters are
-                 what the run actually used; `requested` keeps what was asked), the model config,
-                 parameter counts, FLOPs per token, fwlab/torch versions, `parent` when branched,
-                 and a summary of the data manifest.
+  config.json    every setting, resolved (device, dtype, compile, micro_batch, warmup_iters,
+                 eval_interval are what the run actually used; `requested` keeps what was asked),
+                 the learning-rate schedule as a fwlab.schedule spec (`lr_schedule`), the model
+                 config, parameter counts, FLOPs per token, fwlab/torch versions, `parent` when
+                 branched, and a summary of the data manifest.
   metrics.jsonl  one JSON object per event, each with "kind":
                    "train": iter, tokens, epoch, lr, train_loss, grad_norm, tok_per_s, elapsed_s, mfu
                    "eval":  iter, tokens, epoch, lr, val_loss, val_loss_stderr, elapsed_s, eval_s
                    "extras": iter, tokens, epoch, + HellaSwag / sample fields (fwlab.evaluate)
                  `iter` counts completed optimizer steps (1..max_iters); an eval line follows the
-                 train line of the same iter. tok_per_s, elapsed_s, eval_s and mfu are timings (mfu
+                 train line of the same iter, and a run that starts at iteration 0 first logs an
+                 eval line with iter 0 and tokens 0 (the loss before any step; its lr is the first
+                 step's). tok_per_s, elapsed_s, eval_s and mfu are timings (mfu
                  is null on devices without a known peak); every other field is reproducible.
                  elapsed_s is this run directory's own training time (a branch starts at 0).
+                 --log-to tensorboard,wandb writes the same lines there too (fwlab.loggers).
   final.json     final_val_loss, val_loss_stderr, iters, tokens, epochs, wall_s, status
                  (completed | early_stopped | diverged), and more (see _finish).
   ckpt/          ckpt_NNNNNNN.pt: every ckpt_interval iterations (the last keep_ckpts kept), at
@@ -64,7 +68,8 @@ from fwlab.data import TrainLoader, load_manifest, val_batches, verify_data
 from fwlab.errors import FwlabError, WriteError, os_problem
 from fwlab.model import GPT
 from fwlab.records import code_record
-from fwlab.schedule import lr_at, warmup_of
+from fwlab.loggers import Loggers
+from fwlab.schedule import lr_at, spec_from_config, warmup_of
 from fwlab.utils import (append_jsonl, atomic_write_json, atomic_write_text, folder_kind,
                          iter_jsonl, jsonl_line, read_json)
 
@@ -297,6 +302,7 @@ class _Session:
     keep_at: set = dataclasses.field(default_factory=set)
     fpt: float = 0.0
     peak: float | None = None
+    loggers: Loggers = dataclasses.field(default_factory=lambda: Loggers(""))
 
     @property
     def run(self) -> Path:
@@ -345,9 +351,10 @@ def _resolve(cfg: TrainConfig, rank: int, world: int, device) -> _Session:
                                         res["grad_accum_steps"])
     conf = cfg.to_dict() | dict(
         device=device.type, dtype=dtype, compile=use_compile, micro_batch=micro,
-        warmup_iters=warmup_of(cfg), grad_accum_steps=accum, world_size=world,
+        warmup_iters=warmup_of(cfg), eval_interval=cfg.eval_every(), grad_accum_steps=accum,
+        world_size=world, lr_schedule=spec_from_config(cfg),
         requested={k: getattr(cfg, k) for k in ("device", "dtype", "compile", "micro_batch",
-                                                "warmup_iters")},
+                                                "warmup_iters", "eval_interval")},
         device_name=hardware.device_name(device), model=mc.to_dict(),
         n_params=raw.num_params(), n_params_non_embedding=raw.num_params(non_embedding=True),
         flops_per_token=raw.flops_per_token(), fwlab_version=__version__, code=code_record(),
@@ -357,9 +364,11 @@ def _resolve(cfg: TrainConfig, rank: int, world: int, device) -> _Session:
         iters_per_epoch=loader.tokens_per_epoch / cfg.tokens_per_iter)
     conf["data_manifest"], conf["data_fingerprint"] = _data_summary(cfg.data, manifest, loader)
     optimizer = raw.configure_optimizer(cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), device.type)
+    # --log-to's packages are imported now: a missing one stops the run before RUN is written to
+    loggers = Loggers(cfg.log_to if master else "").check()
     return _Session(cfg=cfg, rank=rank, world=world, device=device, mc=mc, manifest=manifest,
                     loader=loader, raw=raw, optimizer=optimizer, conf=conf, dtype=dtype,
-                    use_compile=use_compile, micro=micro, accum=accum)
+                    use_compile=use_compile, micro=micro, accum=accum, loggers=loggers)
 
 
 def _restore(s: _Session) -> dict | None:
@@ -419,7 +428,8 @@ def _restore(s: _Session) -> dict | None:
         for tmp in ckpt_dir(run).glob(".*.tmp"):  # a save cut off by a kill
             tmp.unlink()
         atomic_write_json(run / "config.json", s.conf)
-        _truncate_metrics(run / "metrics.jsonl", s.start)
+        # from iteration 0, even its evaluation is done again
+        _truncate_metrics(run / "metrics.jsonl", s.start if s.start else -1)
     return None
 
 
@@ -443,7 +453,8 @@ def _save(s: _Session, it: int) -> None:
 
 def _loop(s: _Session) -> tuple[int, str, str, list[float]]:
     """Train from s.start to max_iters (or an early stop, or a divergence), logging, evaluating
-    and checkpointing on the way. Returns (last iteration, status, message, tokens/s per step)."""
+    (at iteration 0 too, when the run starts there) and checkpointing on the way. Returns (last
+    iteration, status, message, tokens/s per step)."""
     cfg, run, master, world, st = s.cfg, s.run, s.master, s.world, s.st
     raw, optimizer, loader, device, micro, accum = (s.raw, s.optimizer, s.loader, s.device,
                                                     s.micro, s.accum)
@@ -457,89 +468,144 @@ def _loop(s: _Session) -> tuple[int, str, str, list[float]]:
     s.keep_at, s.fpt = set(cfg.ckpt_at_iters()), raw.flops_per_token()
     s.peak = hardware.peak_flops(device)  # once: MFU is logged on every step
     keep_at, fpt, peak, rank = s.keep_at, s.fpt, s.peak, s.rank
-    log = open(run / "metrics.jsonl", "a", encoding="utf-8") if master else None
     say = tqdm.write if master else (lambda *a, **k: None)
-    conf = s.conf
+    conf, every = s.conf, cfg.eval_every()
     say(f"fwlab train: {run}: {s.origin}; {cfg.preset} {conf['n_params'] / 1e6:.2f}M params on "
         f"{conf['device_name']} ({device.type}, {s.dtype}, "
         f"{'compiled' if s.use_compile else 'eager'}); {micro} seq x {accum} accum x {world} "
         f"rank(s) x {s.mc.block_size} = {cfg.tokens_per_iter:,} tokens/iter; {cfg.schedule} lr "
-        f"{cfg.lr:g}, warmup {conf['warmup_iters']}")
+        f"{cfg.lr:g}, warmup {conf['warmup_iters']}; evaluating every {every} iterations")
+    _warn_if_val_capped(s, say)
+    log = open(run / "metrics.jsonl", "a", encoding="utf-8") if master else None
+    if master:
+        s.loggers.open(run, conf, s.start)
+
+    def emit(record: dict) -> None:  # one metrics.jsonl line, and the same to --log-to's loggers
+        if master:
+            append_jsonl(log, record)
+            s.loggers.log(record)
+
+    # nanoGPT's line every log_interval iterations where no progress bar is on a terminal to show
+    # the loss (papermill, sweeps, logs of torchrun and batch jobs)
+    headless = master and cfg.log_interval > 0 and not (cfg.progress and sys.stderr.isatty())
     bar = tqdm(total=cfg.max_iters, initial=s.start, unit="it", dynamic_ncols=True,
                disable=not (master and cfg.progress), desc=run.name)
 
-    it, status, message, speeds = s.start, "completed", st["stopped"], []
+    it, status, message, speeds, step_s = s.start, "completed", st["stopped"], [], []
     if message:  # resumed after an early stop whose final.json was not written yet
         status = "early_stopped"
     t0, elapsed0 = time.perf_counter(), st["elapsed_s"]
-    model.train()
-    while status == "completed" and it < cfg.max_iters:
-        lr = lr_at(it, cfg)
-        for g in optimizer.param_groups:
-            g["lr"] = lr
-        ts = time.perf_counter()
-        loss, norm = train_step(model, optimizer, loader, micro, accum, device, ctx, cfg.grad_clip,
-                                ddp=world > 1)
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            good = max(list_checkpoints(run), default=None)
-            status = "diverged"
-            message = (f"diverged: non-finite {'loss' if not math.isfinite(loss) else 'gradient norm'}"
-                       f" ({loss if not math.isfinite(loss) else norm}) at iteration {it + 1}; "
-                       f"weights not updated, nothing saved after it (newest checkpoint: "
-                       f"{'iteration ' + str(good) if good is not None else 'none'}). Lower --lr "
-                       f"or raise --warmup-iters")
-            break
-        it += 1
-        tps = cfg.tokens_per_iter / (time.perf_counter() - ts)
-        speeds.append(tps)
-        st["elapsed_s"] = elapsed0 + time.perf_counter() - t0
-        where = dict(iter=it, tokens=it * cfg.tokens_per_iter, epoch=loader.epoch, lr=lr)
-        if master:
-            append_jsonl(log, dict(where, kind="train", train_loss=loss, grad_norm=norm,
-                                   tok_per_s=tps, elapsed_s=st["elapsed_s"],
-                                   mfu=hardware.mfu_at_peak(tps / world, fpt, peak)))
-        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}", refresh=False)
-        bar.update(1)
 
-        stop = False
-        if it % cfg.eval_interval == 0 or it == cfg.max_iters:
-            te = time.perf_counter()
-            v, se = evaluate(raw, val, device, ctx, rank, world)
-            if not math.isfinite(v):  # the last step broke the weights: do not checkpoint them
-                status, message = "diverged", (f"diverged: non-finite validation loss ({v}) after "
-                                               f"iteration {it}; nothing saved after it (newest "
-                                               f"checkpoint: {max(list_checkpoints(run), default='none')})")
-                break
+    def evaluate_now(where: dict, loss=None, tps=None) -> float:
+        """Evaluate after iteration where['iter'], log it; the val loss (non-finite: not logged)."""
+        te = time.perf_counter()
+        v, se = evaluate(raw, val, device, ctx, rank, world)
+        if math.isfinite(v):
             st["elapsed_s"] = elapsed0 + time.perf_counter() - t0
-            st["last_eval"] = {"iter": it, "val_loss": v, "val_loss_stderr": se}
-            improved = st["best"] is None or v < st["best"] - cfg.early_stop_delta
-            st["best"], st["bad"] = (v, 0) if improved else (st["best"], st["bad"] + 1)
-            stop = cfg.early_stop_patience > 0 and st["bad"] >= cfg.early_stop_patience
-            if master:
-                append_jsonl(log, dict(where, kind="eval", val_loss=v, val_loss_stderr=se,
-                                       elapsed_s=st["elapsed_s"], eval_s=time.perf_counter() - te))
-                say(f"iter {it}/{cfg.max_iters} | val loss {v:.4f} ± {se:.4f} | train loss "
-                    f"{loss:.4f} | epoch {loader.epoch:.3f} | {tps:,.0f} tok/s | "
-                    f"{st['elapsed_s'] / 60:.1f} min")
+            st["last_eval"] = {"iter": where["iter"], "val_loss": v, "val_loss_stderr": se}
+            emit(dict(where, kind="eval", val_loss=v, val_loss_stderr=se,
+                      elapsed_s=st["elapsed_s"], eval_s=time.perf_counter() - te))
+            say(f"iter {where['iter']}/{cfg.max_iters} | val loss {v:.4f} ± {se:.4f} | "
+                + (f"train loss {loss:.4f} | " if loss is not None else "")
+                + f"epoch {where['epoch']:.3f} | " + (f"{tps:,.0f} tok/s | " if tps else "")
+                + f"{st['elapsed_s'] / 60:.1f} min")
+        return v
+
+    try:
+        model.train()
+        if it == 0 and status == "completed":
+            # the loss before any step (~ln vocab): the start of every curve; not counted by
+            # early stopping, which compares the evaluations of training
+            v = evaluate_now(dict(iter=0, tokens=0, epoch=loader.epoch, lr=lr_at(0, cfg)))
+            if not math.isfinite(v):
+                status, message = "diverged", (f"diverged: non-finite validation loss ({v}) "
+                                               "before any step: the model's initial weights")
+        while status == "completed" and it < cfg.max_iters:
+            lr = lr_at(it, cfg)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            ts = time.perf_counter()
+            loss, norm = train_step(model, optimizer, loader, micro, accum, device, ctx,
+                                    cfg.grad_clip, ddp=world > 1)
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                good = max(list_checkpoints(run), default=None)
+                status = "diverged"
+                message = (f"diverged: non-finite {'loss' if not math.isfinite(loss) else 'gradient norm'}"
+                           f" ({loss if not math.isfinite(loss) else norm}) at iteration {it + 1}; "
+                           f"weights not updated, nothing saved after it (newest checkpoint: "
+                           f"{'iteration ' + str(good) if good is not None else 'none'}). Lower --lr "
+                           f"or raise --warmup-iters")
+                break
+            it += 1
+            dt = time.perf_counter() - ts
+            tps = cfg.tokens_per_iter / dt
+            speeds.append(tps)
+            step_s.append(dt)
+            st["elapsed_s"] = elapsed0 + time.perf_counter() - t0
+            where = dict(iter=it, tokens=it * cfg.tokens_per_iter, epoch=loader.epoch, lr=lr)
+            emit(dict(where, kind="train", train_loss=loss, grad_norm=norm, tok_per_s=tps,
+                      elapsed_s=st["elapsed_s"], mfu=hardware.mfu_at_peak(tps / world, fpt, peak)))
+            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}", refresh=False)
+            bar.update(1)
+            if headless and (it % cfg.log_interval == 0 or it == cfg.max_iters):
+                say(_log_line(cfg, it, loss, lr, step_s, world, fpt, peak))
+                step_s = []
+
+            stop = False
+            if it % every == 0 or it == cfg.max_iters:
+                v = evaluate_now(where, loss, tps)
+                if not math.isfinite(v):  # the last step broke the weights: do not checkpoint them
+                    status, message = "diverged", (f"diverged: non-finite validation loss ({v}) after "
+                                                   f"iteration {it}; nothing saved after it (newest "
+                                                   f"checkpoint: {max(list_checkpoints(run), default='none')})")
+                    break
+                improved = st["best"] is None or v < st["best"] - cfg.early_stop_delta
+                st["best"], st["bad"] = (v, 0) if improved else (st["best"], st["bad"] + 1)
+                stop = cfg.early_stop_patience > 0 and st["bad"] >= cfg.early_stop_patience
+                if stop:
+                    status = "early_stopped"
+                    message = (f"early stop at iteration {it}: val loss did not improve by "
+                               f"{cfg.early_stop_delta} for {cfg.early_stop_patience} evaluations "
+                               f"(best {st['best']:.4f})")
+                    st["stopped"] = message
+            if master and (cfg.hellaswag_every or cfg.sample_every):
+                from fwlab import evaluate as fw_eval
+                extras = fw_eval.periodic_extras(raw, cfg, it, str(device))
+                if extras:
+                    emit(dict(where, kind="extras", **extras))
+            if it % cfg.ckpt_interval == 0 or it in keep_at or it == cfg.max_iters or stop:
+                _save(s, it)
             if stop:
-                status = "early_stopped"
-                message = (f"early stop at iteration {it}: val loss did not improve by "
-                           f"{cfg.early_stop_delta} for {cfg.early_stop_patience} evaluations "
-                           f"(best {st['best']:.4f})")
-                st["stopped"] = message
-        if master and (cfg.hellaswag_every or cfg.sample_every):
-            from fwlab import evaluate as fw_eval
-            extras = fw_eval.periodic_extras(raw, cfg, it, str(device))
-            if extras:
-                append_jsonl(log, dict(where, kind="extras", **extras))
-        if it % cfg.ckpt_interval == 0 or it in keep_at or it == cfg.max_iters or stop:
-            _save(s, it)
-        if stop:
-            break
-    bar.close()
-    if log:
-        log.close()
+                break
+    finally:
+        bar.close()
+        if log:
+            log.close()
+        s.loggers.close()
     return it, status, message, speeds
+
+
+def _log_line(cfg: TrainConfig, it: int, loss: float, lr: float, step_s: list[float], world: int,
+              fpt: float, peak: float | None) -> str:
+    """nanoGPT's progress line: the iteration's loss, and the mean step time since the last line
+    (evaluations and checkpoints left out) as ms/iter, tokens/s and MFU."""
+    dt = sum(step_s) / len(step_s)
+    tps = cfg.tokens_per_iter / dt
+    mfu = hardware.mfu_at_peak(tps / world, fpt, peak)
+    return (f"iter {it}/{cfg.max_iters}: loss {loss:.4f}, lr {lr:.3e}, {dt * 1000:.1f} ms/iter, "
+            f"{tps:,.0f} tok/s, MFU {'n/a' if mfu is None else f'{100 * mfu:.1f}%'}")
+
+
+def _warn_if_val_capped(s: _Session, say) -> None:
+    """Say once, on stderr, when the validation split holds fewer windows than eval_tokens asks."""
+    cfg, block = s.cfg, s.mc.block_size
+    asked, got = cfg.eval_tokens // block, sum(len(x) for x, _ in s.val)
+    if got < asked:
+        say(f"fwlab train: warning: eval_tokens={cfg.eval_tokens:,} asks for {asked:,} validation "
+            f"windows of {block} tokens, but the val split of {cfg.data} holds {got:,} "
+            f"({got * block:,} tokens): every evaluation uses those. Prepare the data with a "
+            f"larger --val-tokens for a surer val loss, or set --eval-tokens {got * block}",
+            file=sys.stderr)
 
 
 def _finish(s: _Session, it: int, status: str, message: str, speeds: list[float]) -> dict:

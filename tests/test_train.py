@@ -6,6 +6,7 @@ that must agree can be compared number for number.
 """
 import ast
 import json
+import math
 import os
 import shutil
 import signal
@@ -21,7 +22,7 @@ import fwlab.train as T
 from fwlab.checkpoint import list_checkpoints, load_checkpoint, load_model
 from fwlab.config import TrainConfig, config_from_params
 from fwlab.errors import FwlabError
-from fwlab.schedule import lr_at
+from fwlab.schedule import lr_array, lr_at, spec_from_config
 from fwlab.utils import iter_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,7 +82,9 @@ def test_run_directory_contract(base_run):
     tr = [o for o in lines if o["kind"] == "train"]
     ev = [o for o in lines if o["kind"] == "eval"]
     assert [o["iter"] for o in tr] == list(range(1, 13))
-    assert [o["iter"] for o in ev] == [3, 6, 9, 12]
+    assert [o["iter"] for o in ev] == [0, 3, 6, 9, 12]  # and the loss before any step
+    assert ev[0]["tokens"] == 0 and ev[0]["epoch"] == 0 and ev[0] == lines[0]
+    assert abs(ev[0]["val_loss"] - math.log(50304)) < 0.1  # untrained: ~uniform over the vocabulary
     for o in tr:
         assert {"iter", "tokens", "epoch", "lr", "train_loss", "tok_per_s", "elapsed_s", "mfu"} <= set(o)
         assert o["tokens"] == 512 * o["iter"] and o["mfu"] is None  # no known peak for a CPU
@@ -101,6 +104,10 @@ def test_run_directory_contract(base_run):
     assert set(TrainConfig().to_dict()) <= set(conf)
     assert (conf["device"], conf["dtype"], conf["compile"], conf["micro_batch"]) == ("cpu", "float32", False, 4)
     assert conf["warmup_iters"] == 2 and conf["grad_accum_steps"] == 1 and conf["world_size"] == 1
+    assert conf["eval_interval"] == 3 and conf["requested"]["eval_interval"] == 3
+    # the schedule as a spec that reproduces every logged learning rate
+    assert conf["lr_schedule"] == spec_from_config(cfg)
+    assert list(lr_array(conf["lr_schedule"], 12)) == pytest.approx([o["lr"] for o in tr], abs=0)
     assert conf["n_params"] == 3_327_744 and conf["n_params_non_embedding"] == 100_096
     assert conf["flops_per_token"] > 6 * 100_096 and conf["fwlab_version"]
     assert conf["parent"] is None and conf["model"]["n_layer"] == 2
@@ -148,6 +155,57 @@ def test_corrupt_checkpoint_is_refused(base_run, tmp_path):
     newest.write_bytes(b"not a checkpoint at all")
     with pytest.raises(FwlabError, match="ckpt_0000012.pt"):
         T.train(TrainConfig(**(cfg.to_dict() | {"out": str(run)})))
+
+
+def test_default_eval_interval_scales_with_the_run():
+    every = {n: TrainConfig(max_iters=n).eval_every() for n in (1, 12, 100, 240, 6000, 20000)}
+    assert every == {1: 1, 12: 1, 100: 4, 240: 10, 6000: 250, 20000: 250}
+    assert TrainConfig(max_iters=20000, eval_interval=7).eval_every() == 7
+    with pytest.raises(FwlabError, match="eval_interval=0"):
+        make_cfg("d", "r", eval_interval=0).validate()
+
+
+def test_a_short_headless_run_gets_a_curve_loss_lines_and_one_capped_eval_warning(tiny_data,
+                                                                                  tmp_path, capsys):
+    run = tmp_path / "short"
+    run.mkdir()  # left by a session killed before its first checkpoint: iteration 0 is redone
+    (run / "metrics.jsonl").write_text('{"iter": 0, "kind": "eval", "tokens": 0, "val_loss": 99.0}\n')
+    # the val split holds ~10k tokens (81 windows of 128); ask for 4x that
+    c = make_cfg(tiny_data, run, max_iters=4, eval_interval=None, eval_tokens=40_960,
+                 ckpt_interval=100, log_interval=2)
+    final = T.train(c)
+    ev = [o for o in metrics(run) if o["kind"] == "eval"]
+    assert [o["iter"] for o in ev] == [0, 1, 2, 3, 4]  # max_iters/24 -> every iteration
+    assert ev[0]["val_loss"] < 11 and final["final_val_loss"] == ev[-1]["val_loss"]
+    assert json.loads((run / "config.json").read_text())["eval_interval"] == 1
+    out, err = capsys.readouterr()
+    lines = [ln for ln in out.splitlines() if ln.startswith("iter ") and ": loss" in ln]
+    assert [ln.split(":")[0] for ln in lines] == ["iter 2/4", "iter 4/4"]
+    assert all(" ms/iter, " in ln and " tok/s, MFU n/a" in ln for ln in lines)  # no CPU peak
+    warnings = [ln for ln in err.splitlines() if "warning" in ln]
+    assert len(warnings) == 1, err
+    assert "eval_tokens=40,960 asks for 320 validation windows" in warnings[0]
+    assert "holds 81 (10,368 tokens)" in warnings[0] and "--eval-tokens 10368" in warnings[0]
+
+
+def test_the_sweep_bar_shows_the_current_runs_loss(tmp_path):
+    from fwlab import sweep
+    from fwlab.runs import MetricsTail
+    m = tmp_path / "metrics.jsonl"
+    m.write_text('{"iter": 0, "kind": "eval", "val_loss": 10.8}\n'
+                 '{"iter": 1, "kind": "train", "train_loss": 9.25}\n')
+    tail = MetricsTail(m)
+    assert tail.poll() == 1 and (tail.loss, tail.val_loss) == (9.25, 10.8)
+    with open(m, "a") as f:
+        f.write('{"iter": 2, "kind": "train", "train_loss": 8.5e-1}\n{"iter": 2, "kind": "eval", '
+                '"val_loss": 0.875}\n{"iter": 3, "kind": "train", "train_lo')  # a torn line
+    assert tail.poll() == 2 and (tail.loss, tail.val_loss) == (0.85, 0.875)
+    bar = sweep._Progress(total=10, done_iters=0, n_runs=2, enabled=True)
+    bar.start_run(tmp_path, start=0, name="b10", max_iters=10)
+    bar._advance(*bar._args)
+    assert bar.bar.postfix == "runs 0/2 | b10 iter 2/10 | loss 0.8500 | val 0.8750"
+    bar.end_run()
+    bar.close()
 
 
 # --- maths: accumulation, branching, DDP ----------------------------------------------------------
@@ -271,10 +329,12 @@ def test_early_stopping(tiny_data, tmp_path):
     c = make_cfg(tiny_data, tmp_path / "early", max_iters=40, eval_interval=2, ckpt_interval=100,
                  early_stop_patience=2, early_stop_delta=100.0)  # no eval can improve by 100 nats
     final = T.train(c)
-    assert final["status"] == "early_stopped" and final["iters"] == 6  # evals at 2 (best), 4, 6
+    # evals at 2 (best), 4, 6; the one at iteration 0, before training, does not count
+    assert final["status"] == "early_stopped" and final["iters"] == 6
     assert "early stop at iteration 6" in final["message"]
     ev = [o for o in metrics(c.out) if o["kind"] == "eval"]
-    assert [o["iter"] for o in ev] == [2, 4, 6] and final["final_val_loss"] == ev[-1]["val_loss"]
+    assert [o["iter"] for o in ev] == [0, 2, 4, 6] and final["final_val_loss"] == ev[-1]["val_loss"]
+    assert final["best_val_loss"] == ev[1]["val_loss"]
     assert max(list_checkpoints(c.out)) == 6
     # killed after the last checkpoint but before final.json: resuming stops again, trains nothing
     before = metrics(c.out)
@@ -350,7 +410,7 @@ def test_papermill_runs_the_training_notebook(tiny_data, tmp_path):
                                         compile=False, extra={"progress": False}))
     final = json.loads((run / "final.json").read_text())
     assert final["status"] == "completed" and final["iters"] == 6
-    assert [o["iter"] for o in metrics(run) if o["kind"] == "eval"] == [3, 6]
+    assert [o["iter"] for o in metrics(run) if o["kind"] == "eval"] == [0, 3, 6]
     out = json.loads((tmp_path / "out.ipynb").read_text())
     assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
                for c in out["cells"] for o in c.get("outputs", []))  # the curves were drawn
