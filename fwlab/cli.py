@@ -21,6 +21,39 @@ from fwlab.config import DEVICES, DTYPES, add_train_args, config_from_args
 from fwlab.errors import FwlabError
 from fwlab.utils import resolve_path
 
+DESCRIPTION = """\
+fwlab answers "how many iterations should I train a small GPT (~40M parameters) on N tokens of
+FineWeb-Edu, what validation loss will it reach, and how many hours will it take?" by measuring:
+it prepares token shards, trains runs (or a sweep of iteration budgets, sharing one trunk in wsd
+mode), and turns their loss curves into a report, a forecast, a plan for this machine or a named
+GPU, and verdicts on published claims.
+
+typical session:
+  fwlab prepare --out data/edu --max-tokens 3.68e9      FineWeb-Edu into token shards
+  fwlab sweep --data data/edu --out results/sw --preset 40m --budgets 6000,10000,15000,20000 --mode wsd
+  fwlab report results/sw                               curves, decision table, claims
+  fwlab plan --from results/sw --gpu "RTX 4070"         hours and loss per budget
+  fwlab demo                                            all of it at CPU scale, in minutes
+
+Relative paths are from the repository root (outside one, from the current directory). Errors a
+user can fix print one line and exit with status 2. `fwlab COMMAND --help` describes each command."""
+
+
+class _Help(argparse.HelpFormatter):
+    """Every option's default after its help, unless the help gives it or there is none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text or action.default in (None, False, argparse.SUPPRESS)
+                or not action.option_strings or action.default == []):
+            return text
+        return text + " (default: %(default)s)"
+
+
+class _TopHelp(argparse.RawDescriptionHelpFormatter, _Help):
+    """fwlab --help: the description's lines as written."""
+
+
 # argument names that hold paths (fwlab prepare resolves its --source itself: hf:ORG/NAME, globs)
 PATH_ARGS = ("out", "data", "run", "sweep", "sources", "claims", "csv", "from_", "init_from",
              "hellaswag_data")
@@ -28,7 +61,12 @@ PATH_ARGS = ("out", "data", "run", "sweep", "sources", "claims", "csv", "from_",
 
 # --- fwlab prepare -------------------------------------------------------------------------------
 def _add_prepare(sub):
-    p = sub.add_parser("prepare", help="tokenise FineWeb(-Edu) or local files into token shards")
+    p = sub.add_parser(
+        "prepare", help="tokenise FineWeb(-Edu) or local files into token shards",
+        description="Tokenise documents (GPT-2 BPE) into uint16 token shards plus a manifest in "
+                    "OUT: a validation split chosen by text hash (the same documents whatever "
+                    "the order), then training shards. Re-running resumes; a DIR prepared from "
+                    "another source is refused unless --overwrite.")
     p.add_argument("--source", nargs="+", default=None,
                    help="hf:ORG/NAME (default hf:HuggingFaceFW/fineweb-edu) or local "
                         ".jsonl/.jsonl.gz/.json/.parquet/.txt paths or globs")
@@ -37,7 +75,8 @@ def _add_prepare(sub):
     p.add_argument("--max-tokens", default=None, help="stop after this many tokens (e.g. 3.68e9)")
     p.add_argument("--val-tokens", default="10e6", help="validation tokens (default 10e6)")
     p.add_argument("--shard-tokens", default="100e6", help="tokens per shard (default 100e6)")
-    p.add_argument("--workers", type=int, default=None, help="tokeniser processes (default: all cores)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="tokeniser processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace a DIR prepared from another source")
     p.set_defaults(func=_run_prepare)
 
@@ -53,7 +92,15 @@ def _run_prepare(a):
 
 # --- fwlab train ---------------------------------------------------------------------------------
 def _add_train(sub):
-    p = sub.add_parser("train", help="train one run (resumes a run directory that has checkpoints)")
+    p = sub.add_parser(
+        "train", help="train one run (resumes a run directory that has checkpoints)",
+        description="Train one run into --out: config.json (every setting, resolved), "
+                    "metrics.jsonl (train and val loss, from iteration 0), final.json and "
+                    "checkpoints. The same command resumes an interrupted run exactly; a finished "
+                    "one is left alone. Exit status 0 done, 2 a mistake the message names, 3 the "
+                    "run diverged, 130 interrupted.",
+        epilog="example: fwlab train --data data/edu --out results/run1 --preset 40m "
+               "--max-iters 6000  (several GPUs: torchrun --nproc_per_node=N -m fwlab.train ...)")
     add_train_args(p, required=("data", "out"))
     p.set_defaults(func=_run_train)
 
@@ -83,7 +130,9 @@ def _add_sweep(sub):
     p.add_argument("--mode", choices=("independent", "wsd"), default="independent",
                    help="independent: one full run per budget (cosine unless --schedule); wsd: "
                         "one trunk + a cooldown branch per budget from its checkpoint")
-    add_train_args(p, skip=("max_iters", "init_from", "init_iter"), required=("data", "out"))
+    add_train_args(p, skip=("max_iters", "init_from", "init_iter"), required=("data", "out"),
+                   helps={"out": "sweep directory: OUT/sweep.json, and OUT/runs/NAME/ per run",
+                          "progress": "draw the sweep's progress bar (the runs never draw theirs)"})
     p.set_defaults(func=_run_sweep)
 
 
@@ -117,24 +166,35 @@ def _run_report(a):
 
 # --- fwlab plan / check-claims -------------------------------------------------------------------
 def _add_plan(sub):
-    p = sub.add_parser("plan", help="hours and predicted loss per budget on this machine")
+    p = sub.add_parser(
+        "plan", help="hours and predicted loss per budget on this machine",
+        description="For each iteration budget: epochs of the data, hours on this machine "
+                    "(measured with a few timed steps) or on --gpu, and the predicted final val "
+                    "loss (fitted to --from runs, else an indicative prior), with a "
+                    "recommendation.")
     p.add_argument("--preset", default=None,
                    help="model preset (default: the --from runs', else 40m)")
     p.add_argument("--data-tokens", default=None,
                    help="unique training tokens, e.g. 3.68e9 (default: the --from runs' data)")
     p.add_argument("--tokens-per-iter", default=None,
-                   help="default: the --from runs', else 524288")
-    p.add_argument("--budgets", default="6000,10000,15000,20000")
-    p.add_argument("--from", dest="from_", nargs="*", default=[], help="runs or sweeps to fit")
+                   help="tokens per iteration (default: the --from runs', else 524288)")
+    p.add_argument("--budgets", default="6000,10000,15000,20000",
+                   help="comma-separated iteration budgets to plan")
+    p.add_argument("--from", dest="from_", nargs="*", default=[],
+                   help="runs or sweeps whose curves the forecast is fitted to (default: none, the "
+                        "indicative prior)")
     p.add_argument("--measure-iters", type=int, default=10,
-                   help="micro-steps timed to measure this machine's tokens/s")
+                   help="micro-steps timed to measure this machine's tokens/s (default 10)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.add_argument("--out", default=None, help="also write the plan JSON here (for check-claims)")
-    p.add_argument("--device", default="auto", choices=DEVICES)
-    p.add_argument("--dtype", default="auto", choices=DTYPES)
+    p.add_argument("--device", default="auto", choices=DEVICES,
+                   help="device to measure on (auto: cuda, else mps, else cpu)")
+    p.add_argument("--dtype", default="auto", choices=DTYPES,
+                   help="dtype to measure in (auto: as training would pick)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile while measuring (default: as training would decide)")
-    p.add_argument("--micro-batch", type=int, default=0, help="0 = as training would pick")
+    p.add_argument("--micro-batch", type=int, default=0,
+                   help="sequences per forward pass while measuring; 0 = as training would pick")
     p.add_argument("--data", default=None, help="measure on this prepared data dir (default: "
                                                 "random tokens)")
     p.add_argument("--tok-per-s", type=float, default=None, help="skip measuring: use this speed")
@@ -152,9 +212,14 @@ def _run_plan(a):
 
 
 def _add_check_claims(sub):
-    p = sub.add_parser("check-claims", help="verdicts on a recommendation table")
+    p = sub.add_parser(
+        "check-claims", help="verdicts on a recommendation table",
+        description="Check each line of a claims YAML (e.g. examples/claims_40m_fineweb_edu.yaml: "
+                    "val loss and hours per budget) against measured runs, a forecast from their "
+                    "curves, or the prior, with each verdict's basis.")
     p.add_argument("claims", help="claims YAML")
-    p.add_argument("--from", dest="from_", required=True, help="a sweep, run, or plan JSON")
+    p.add_argument("--from", dest="from_", required=True,
+                   help="a sweep or run directory, or a plan JSON (fwlab plan --out)")
     p.add_argument("--mfu", default="0.3,0.5",
                    help="assumed MFU range for hours on a named GPU (default 0.3,0.5)")
     p.add_argument("--csv", default=None, help="also write the verdicts to this CSV file")
@@ -167,14 +232,19 @@ def _run_check_claims(a):
 
 # --- fwlab eval / sample / export --------------------------------------------------------------
 def _add_eval(sub):
-    p = sub.add_parser("eval", help="benchmarks of a trained run")
-    esub = p.add_subparsers(dest="benchmark", required=True)
-    h = esub.add_parser("hellaswag", help="HellaSwag validation accuracy (acc, acc_norm)")
-    h.add_argument("--run", required=True)
+    p = sub.add_parser("eval", help="benchmarks of a trained run",
+                       description="Benchmarks of a trained run's checkpoint, written into the "
+                                   "run directory (RUN/eval_NAME.json), which the report reads.")
+    esub = p.add_subparsers(dest="benchmark", required=True, help="the benchmark to run")
+    h = esub.add_parser("hellaswag", help="HellaSwag validation accuracy (acc, acc_norm)",
+                        description="Completion-style HellaSwag accuracy (acc, and acc_norm "
+                                    "normalised by length) into RUN/eval_hellaswag.json.")
+    h.add_argument("--run", required=True, help="the run directory to evaluate")
     h.add_argument("--ckpt", type=int, default=None, help="checkpoint iteration (default: newest)")
     h.add_argument("--data", default=None, help="local hellaswag jsonl(.gz); default: the hub")
     h.add_argument("--limit", type=int, default=None, help="first N examples only (default: all 10,042)")
-    h.add_argument("--device", default="auto")
+    h.add_argument("--device", default="auto",
+                   help="auto, cpu, cuda, cuda:N or mps (auto: cuda, else mps, else cpu)")
     h.add_argument("--batch-size", type=int, default=None,
                    help="examples per forward pass, 4 rows each (default: 32 on CUDA, 4 on CPU)")
     h.set_defaults(func=_run_eval_hellaswag)
@@ -186,16 +256,22 @@ def _run_eval_hellaswag(a):
 
 
 def _add_sample(sub):
-    p = sub.add_parser("sample", help="sample text from a trained run")
-    p.add_argument("--run", required=True)
-    p.add_argument("--ckpt", type=int, default=None)
-    p.add_argument("--prompt", default="")
-    p.add_argument("--tokens", type=int, default=100)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=200, help="0 = no cut-off")
-    p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--num-samples", type=int, default=1)
-    p.add_argument("--device", default="auto")
+    p = sub.add_parser("sample", help="sample text from a trained run",
+                       description="Generate text from a run's checkpoint, continuing --prompt.")
+    p.add_argument("--run", required=True, help="the run directory to sample from")
+    p.add_argument("--ckpt", type=int, default=None,
+                   help="checkpoint iteration (default: the newest)")
+    p.add_argument("--prompt", default="", help="text to continue (default: empty, from the "
+                                                "end-of-text token)")
+    p.add_argument("--tokens", type=int, default=100, help="new tokens per sample")
+    p.add_argument("--temperature", type=float, default=0.8,
+                   help="softmax temperature; 0 = greedy")
+    p.add_argument("--top-k", type=int, default=200,
+                   help="sample among the k most likely tokens; 0 = no cut-off")
+    p.add_argument("--seed", type=int, default=1337, help="random seed, for repeatable samples")
+    p.add_argument("--num-samples", type=int, default=1, help="samples to draw")
+    p.add_argument("--device", default="auto",
+                   help="auto, cpu, cuda, cuda:N or mps (auto: cuda, else mps, else cpu)")
     p.set_defaults(func=_run_sample)
 
 
@@ -205,11 +281,18 @@ def _run_sample(a):
 
 
 def _add_export(sub):
-    p = sub.add_parser("export", help="export a run to a Hugging Face transformers GPT-2 checkpoint")
-    p.add_argument("--run", required=True)
-    p.add_argument("--ckpt", type=int, default=None)
-    p.add_argument("--out", required=True)
-    p.add_argument("--format", choices=("hf",), default="hf")
+    p = sub.add_parser(
+        "export", help="export a run to a Hugging Face transformers GPT-2 checkpoint",
+        description="Write a run's checkpoint as a transformers GPT-2 model (config.json, "
+                    "model.safetensors, tokenizer files) that GPT2LMHeadModel.from_pretrained "
+                    "loads; checked by comparing logits after export. Needs the export extra: "
+                    "pip install 'fwlab[export]'.")
+    p.add_argument("--run", required=True, help="the run directory to export")
+    p.add_argument("--ckpt", type=int, default=None,
+                   help="checkpoint iteration (default: the newest)")
+    p.add_argument("--out", required=True, help="directory to write the model into")
+    p.add_argument("--format", choices=("hf",), default="hf",
+                   help="hf: Hugging Face transformers GPT-2")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier export in --out (never a run, a sweep, a data folder "
                         "or a file export did not write)")
@@ -266,7 +349,7 @@ def _add_import(sub):
         epilog="examples: fwlab import llmc main.log --out runs/llmc --tokens-per-iter 524288; "
                "fwlab import reference ../shared/data/reference-curves --group "
                "schaipp2025-124m-lr0.001 --out results/schaipp")
-    p.add_argument("format", choices=FORMATS)
+    p.add_argument("format", choices=FORMATS, help="the source's format: " + ", ".join(FORMATS))
     p.add_argument("src", help="the log file or URL; for reference: a curve folder (curve.csv + "
                                "run.json), or the reference-curves folder with --group")
     p.add_argument("--out", required=True, help="run directory to write (a sweep with --group)")
@@ -327,13 +410,28 @@ def _run_import(a):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fwlab", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="fwlab", description=DESCRIPTION,
+                                     formatter_class=_TopHelp)
     parser.add_argument("--version", action="version", version=f"fwlab {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="one of these (fwlab COMMAND --help for its options):")
     for add in (_add_prepare, _add_train, _add_sweep, _add_report, _add_plan, _add_check_claims,
                 _add_eval, _add_sample, _add_export, _add_demo, _add_import):
         add(sub)
+    for p in subparsers(parser).values():
+        p.formatter_class = _Help
     return parser
+
+
+def subparsers(parser: argparse.ArgumentParser, prefix: str = "fwlab") -> dict:
+    """{'fwlab train': its parser, 'fwlab eval hellaswag': ..., ...}: every subcommand's parser."""
+    out = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, p in action.choices.items():
+                out[f"{prefix} {name}"] = p
+                out.update(subparsers(p, f"{prefix} {name}"))
+    return out
 
 
 def _resolve_paths(args) -> None:
