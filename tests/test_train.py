@@ -119,6 +119,23 @@ def test_run_directory_contract(base_run):
     assert meta["path"] == str(list_checkpoints(run)[12])  # the file the weights came from
 
 
+def test_the_point_at_zero_tokens_is_left_off_log_x_plots_and_the_forecast(base_run):
+    from fwlab import forecast
+    from fwlab.report import plot_curves
+    from fwlab.runs import load_runs
+    cfg, _ = base_run
+    lab = load_runs(cfg.out)
+    assert 0 in set(lab.evals["iter"])  # the run logged its iteration-0 evaluation
+    v0 = float(lab.evals.loc[lab.evals["iter"] == 0, "val_loss"].iloc[0])
+    fig = plot_curves(lab, log_x=True)  # tokens and hours (where iteration 0 is the eval's time)
+    for ax in fig.axes:
+        xs = [x for line in ax.get_lines() for x in line.get_xdata()]
+        ys = [y for line in ax.get_lines() for y in line.get_ydata()]
+        assert xs and min(xs) > 0 and v0 not in ys
+    pts = forecast.load_points(lab=lab)
+    assert len(pts) and pts["tokens"].min() > 0 and 0 not in set(pts["iter"])
+
+
 def test_the_manifest_and_the_device_peak_are_looked_up_once_per_run(tiny_data, tmp_path,
                                                                       monkeypatch):
     import fwlab.data
