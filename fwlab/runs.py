@@ -101,6 +101,11 @@ def read_sweep(path) -> dict:
     return doc
 
 
+def read_config(run_dir) -> dict | None:
+    """RUN/config.json (a JSON object), or None when there is none."""
+    return _maybe_json(Path(run_dir) / "config.json")
+
+
 def read_final(run_dir) -> dict | None:
     """RUN/final.json, or None when the run has not finished (or the file cannot be read yet)."""
     p = Path(run_dir) / "final.json"

@@ -155,6 +155,46 @@ def _(ctx):
     assert tree(run) == before
 
 
+def curve_csv(ctx) -> Path:
+    src = ctx.tmp / "curve.csv"
+    src.write_text("step,val_loss\n0,10.9\n100,6.5\n200,5.2\n")
+    return src
+
+
+@case("import --out RUN --overwrite (a run fwlab trained)")
+def _(ctx):
+    run = ctx.lab.copy_run(ctx.tmp / "run")
+    before = tree(run)
+    rc, out = fwlab(ctx, "import", "csv", curve_csv(ctx), "--out", run, "--overwrite")
+    assert rc == 2 and "holds a run that fwlab import did not write" in out, out
+    assert tree(run) == before
+
+
+@case("import --out a folder holding a data folder / a sweep --overwrite")
+def _(ctx):
+    parent = ctx.tmp / "results"
+    ctx.lab.copy_data(parent / "data")
+    (parent / "sweep").mkdir()
+    (parent / "sweep" / "sweep.json").write_text('{"runs": []}')
+    before = tree(parent)
+    for out_dir, why in ((parent, "is not an earlier import"), (parent / "data", "holds a data folder"),
+                         (parent / "sweep", "holds a sweep that fwlab import did not write")):
+        rc, out = fwlab(ctx, "import", "csv", curve_csv(ctx), "--out", out_dir, "--overwrite")
+        assert rc == 2 and why in out, out
+    assert tree(parent) == before
+
+
+@case("import --overwrite onto an earlier import with a user's file in it")
+def _(ctx):
+    out_dir = ctx.tmp / "imp"
+    assert fwlab(ctx, "import", "csv", curve_csv(ctx), "--out", out_dir)[0] == 0
+    (out_dir / "notes.txt").write_text("mine")
+    rc, out = fwlab(ctx, "import", "csv", curve_csv(ctx), "--out", out_dir, "--overwrite")
+    assert rc == 2 and "notes.txt" in out and (out_dir / "notes.txt").read_text() == "mine"
+    (out_dir / "notes.txt").unlink()  # an import and nothing else: replaced
+    assert fwlab(ctx, "import", "csv", curve_csv(ctx), "--out", out_dir, "--overwrite")[0] == 0
+
+
 # --- 2. silent wrong results: settings out of range ---------------------------------------------
 def train_flags(data, out, **kw):
     cfg = tiny_cfg(data, out, **kw)
