@@ -481,6 +481,87 @@ def _(ctx):
     assert main(train_flags(ctx.lab.data, out_dir, lr=1e30, warmup_iters=0)) == 3  # done: same answer
 
 
+# --- 7. / 12. claims files, plan JSONs and the numeric flags of plan and sample ----------------------
+EXAMPLE_CLAIMS = Path(__file__).resolve().parents[1] / "examples" / "claims_40m_fineweb_edu.yaml"
+
+
+@pytest.mark.parametrize("old, new, why", [
+    ("iters: 6000 ", "iters: 30.7 ", "claim 1 iters 30.7: must be a whole number"),
+    ("per_iters: 10000", "per_iters: 1e4.5", "claim 5 per_iters '1e4.5': not a number"),
+    ("preset: 40m", "preset: [tiny]", "preset ['tiny']: give one preset name"),
+    ("gpu: RTX 4070", "gpu: [RTX 4070]", "claim 5: gpu ['RTX 4070']: give one GPU name"),
+    ("tokens_per_iter: 524288 ", "tokens_per_iter: 524288.5 ", "tokens_per_iter 524288.5: must be "
+                                                               "a whole number"),
+])
+def test_claims_file_with_a_wrong_value(old, new, why, tmp_path, capsys):
+    text = EXAMPLE_CLAIMS.read_text()
+    assert old in text
+    (tmp_path / "c.yaml").write_text(text.replace(old, new, 1))
+    ctx = types.SimpleNamespace(capsys=capsys)
+    rc, out = fwlab(ctx, "check-claims", tmp_path / "c.yaml", "--from", tmp_path / "none.json")
+    assert rc == 2 and why in out and "Traceback" not in out, out
+
+
+@pytest.mark.parametrize("doc, why", [
+    ({"rows": 5, "tokens_per_iter": 1}, "'rows' must be a list"),
+    ({"rows": [5], "tokens_per_iter": 524288}, "rows[0]: budget, val_loss"),
+    ({"rows": [{"budget": "x", "val_loss": 3, "val_loss_low": 2, "val_loss_high": 4}],
+      "tokens_per_iter": 524288}, "rows[0]: budget must be numbers"),
+    ({"rows": [], "tokens_per_iter": "lots"}, "'tokens_per_iter' must be a number"),
+])
+def test_check_claims_from_a_malformed_plan_json(doc, why, tmp_path, capsys):
+    (tmp_path / "plan.json").write_text(json.dumps(doc))
+    ctx = types.SimpleNamespace(capsys=capsys)
+    rc, out = fwlab(ctx, "check-claims", EXAMPLE_CLAIMS, "--from", tmp_path / "plan.json")
+    assert rc == 2 and why in out and "Traceback" not in out, out
+
+
+PLAN = ["plan", "--preset", "tiny", "--data-tokens", "34802", "--tokens-per-iter", "256",
+        "--budgets", "4,8", "--json"]
+
+
+@pytest.mark.parametrize("flag, value, why", [
+    ("--min-gain-per-hour", "nan", "--min-gain-per-hour nan: must be a finite number"),
+    ("--min-gain-per-hour", "inf", "--min-gain-per-hour inf: must be a finite number"),
+    ("--min-gain-per-hour", "-1", "--min-gain-per-hour -1: must be >= 0"),
+    ("--tok-per-s", "inf", "--tok-per-s inf: must be a finite number"),
+    ("--tok-per-s", "nan", "--tok-per-s nan: must be a finite number"),
+])
+def test_plan_refuses_a_number_out_of_range(flag, value, why, tmp_path, capsys):
+    ctx = types.SimpleNamespace(capsys=capsys)
+    args = PLAN + ([] if flag == "--tok-per-s" else ["--tok-per-s", "1000"])
+    rc, out = fwlab(ctx, *args, flag, value, "--out", tmp_path / "plan.json")
+    assert rc == 2 and why in out and "Traceback" not in out, out
+    assert not (tmp_path / "plan.json").exists()
+
+
+@pytest.mark.parametrize("flags, why", [
+    (["--temperature", "nan"], "--temperature nan: must be a finite number"),
+    (["--temperature", "inf"], "--temperature inf: must be a finite number"),
+])
+def test_sample_refuses_a_number_out_of_range(flags, why, lab, capsys):
+    ctx = types.SimpleNamespace(capsys=capsys)
+    rc, out = fwlab(ctx, "sample", "--run", lab.run, "--tokens", "2", "--device", "cpu", *flags)
+    assert rc == 2 and why in out and "Traceback" not in out, out
+
+
+@case("eval hellaswag --batch-size 0")
+def _(ctx, hellaswag=Path(__file__).resolve().parents[2] / "shared" / "data" / "hellaswag"):
+    rc, out = fwlab(ctx, "eval", "hellaswag", "--run", ctx.lab.run, "--device", "cpu", "--data",
+                    hellaswag / "hellaswag_val.jsonl.gz", "--limit", "2", "--batch-size", "0")
+    assert rc == 2 and "--batch-size 0: must be positive" in out, out
+    assert not (ctx.lab.run / "eval_hellaswag.json").exists()
+
+
+@case("import --cooldown-frac inf")
+def _(ctx):
+    rc, out = fwlab(ctx, "import", "csv", curve_csv(ctx), "--out", ctx.tmp / "imp", "--lr", "1e-3",
+                    "--schedule", "wsd", "--warmup-iters", "5", "--max-iters", "200",
+                    "--cooldown-frac", "inf")
+    assert rc == 2 and "cooldown_frac=inf: must be in (0, 1]" in out, out
+    assert not (ctx.tmp / "imp").exists()
+
+
 # --- 5. / 6. / 8. / 11. / 14. prepare's sources and output -----------------------------------------
 def sample_lines(ctx, start: int, n: int) -> bytes:
     import gzip
