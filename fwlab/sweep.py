@@ -125,8 +125,19 @@ def plan_sweep(mode: str, budgets, cooldown_frac: float = 0.2, warmup_iters: int
                          f"use --mode independent for {schedule} runs")
     if not 0 < cooldown_frac < 1:
         raise FwlabError(f"--cooldown-frac {cooldown_frac}: a wsd sweep needs it in (0, 1)")
+    # Every budget needs an iteration at constant LR and one of cooldown, said in the terms the
+    # user gave (a budget of 1 would otherwise fail on the warmup_iters the plan derived).
+    for bud in budgets:
+        cool = int(round(cooldown_frac * bud))
+        if not 1 <= cool < bud:
+            least = next(n for n in range(2, 10**7) if 1 <= int(round(cooldown_frac * n)) < n)
+            raise FwlabError(f"budget {bud}: too small for a wsd sweep: its cooldown "
+                             f"(--cooldown-frac {cooldown_frac:g} of {bud} iterations) rounds to "
+                             f"{cool} iterations, and a budget needs at least one before its "
+                             f"cooldown and one in it; give budgets of at least {least}")
     # One warmup for every run: the smallest budget's default, so its branch point lies after it.
     w = int(warmup_iters) if warmup_iters is not None else sched.default_warmup(budgets[0])
+    w_is = "" if warmup_iters is not None else ", the default: 5% of the smallest budget"
     top = budgets[-1]
     trunk = run_name(top)
     # each branch starts where its budget's cooldown starts, by the schedule's own rule, so its
@@ -135,7 +146,7 @@ def plan_sweep(mode: str, budgets, cooldown_frac: float = 0.2, warmup_iters: int
     for b, k in points.items():
         if k < 1 or k < w:
             raise FwlabError(f"budget {b}: its cooldown would start at iteration {k}, inside the "
-                             f"warmup ({w} iterations); give --warmup-iters below {k} or larger "
+                             f"warmup ({w} iterations{w_is}); give --warmup-iters below {k} or larger "
                              f"budgets")
     ckpt_at = ",".join(str(k) for k in sorted(set(points.values())))
     specs = [dict(name=trunk, budget=top, role="trunk", max_iters=top, parent=None,

@@ -562,6 +562,19 @@ def _(ctx):
     assert not (ctx.tmp / "imp").exists()
 
 
+# --- 14. a wsd sweep of too small budgets, said in the user's terms -------------------------------
+@pytest.mark.parametrize("budgets, bad", [("1", 1), ("2,8", 2), ("1,10", 1)])
+def test_wsd_sweep_of_too_small_budgets(budgets, bad, lab, tmp_path, capsys):
+    ctx = types.SimpleNamespace(capsys=capsys)
+    flags = train_flags(lab.data, tmp_path / "sw", schedule="wsd")
+    i = flags.index("--max-iters")
+    del flags[i:i + 2]  # a sweep sets it per run
+    rc, out = fwlab(ctx, "sweep", *flags, "--budgets", budgets, "--mode", "wsd")
+    assert rc == 2 and f"budget {bad}: too small for a wsd sweep" in out, out
+    assert "give budgets of at least 3" in out and "warmup_iters" not in out and "init_iter" not in out
+    assert not (tmp_path / "sw").exists()
+
+
 # --- 5. / 6. / 8. / 11. / 14. prepare's sources and output -----------------------------------------
 def sample_lines(ctx, start: int, n: int) -> bytes:
     import gzip
