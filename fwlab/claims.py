@@ -226,6 +226,7 @@ def check_claims(claims_path, source=None, mfu_range=pl.DEFAULT_MFU_RANGE,
                 pred[int(r["budget"])] = (r["val_loss"], r["val_loss_low"], r["val_loss_high"],
                                           f"plan ({r.get('loss_basis') or plan.get('loss_basis')})",
                                           f"{src.name}: {plan.get('loss_method', '')}")
+            why = f"plan {src.name} has no budget rows"  # what the prior stands in for, if used
         elif plan is None and not mismatch and len(points):
             try:
                 f = fc.loss_forecast_for(budgets, tpi, U, want["preset"], points=points,

@@ -61,7 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from fwlab import schedule as S
-from fwlab.errors import FwlabError
+from fwlab.errors import FwlabError, WriteError, os_problem, os_where
 from fwlab.runs import read_config, read_sweep
 from fwlab.utils import atomic_write_json, folder_kind, jsonl_line
 
@@ -666,8 +666,12 @@ def _version() -> str:
 
 
 def _tmp_dir_for(out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as e:  # read-only, no permission, a parent that is a file
+        raise WriteError(f"--out {out}: cannot write there ({os_where(e, out)}: "
+                         f"{os_problem(e)}); nothing was written", os_problem(e)) from None
 
 
 def _check_out(out: Path, overwrite: bool) -> None:

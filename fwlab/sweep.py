@@ -56,7 +56,7 @@ from fwlab import __version__
 from fwlab import schedule as sched
 from fwlab.config import TrainConfig, overrides_from_args, parse_int_list
 from fwlab.data import train_tokens as data_train_tokens
-from fwlab.errors import FwlabError
+from fwlab.errors import FwlabError, WriteError, os_problem
 from fwlab.records import code_record
 from fwlab.runs import ENDED, FINISHED, MetricsTail, last_iter, load_runs, read_final, read_sweep
 from fwlab.utils import asset, atomic_write_json, kernel_config, resolve_path, strip_ansi
@@ -210,8 +210,14 @@ class Sweep:
 
     def _lock(self) -> None:
         # Two processes driving one sweep would train the same runs at once; the lock dies with us.
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.dir / ".lock", "w")
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._lock_file = open(self.dir / ".lock", "w")
+        except OSError as e:  # read-only, no permission, a parent that is a file
+            kept = "; its sweep.json and runs are as they were" if self.path.is_file() else ""
+            where = e.filename or self.dir
+            raise WriteError(f"--out {self.dir}: cannot write the sweep there ({where}: "
+                             f"{os_problem(e)}); nothing was written{kept}", os_problem(e)) from None
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -11,6 +11,7 @@ import errno
 import json
 import math
 import os
+import re
 import shutil
 import types
 from pathlib import Path
@@ -377,6 +378,79 @@ def _(ctx):
     assert not (ctx.tmp / "r").exists()  # no stray config.json
 
 
+@pytest.mark.parametrize("edit, why", [
+    (lambda m: m["train"]["shards"][0].update(file=5), "train shard 0: {'file': 5"),
+    (lambda m: m.clear() or m.update(config=5, train={"shards": []}, val={"shards": []}),
+     "was prepared with other settings"),
+])
+def test_prepare_onto_a_folder_with_a_malformed_manifest(edit, why, lab, tmp_path):
+    from fwlab.prepare import prepare
+    data = lab.copy_data(tmp_path / "data")
+    m = json.loads((data / "manifest.json").read_text())
+    edit(m)
+    (data / "manifest.json").write_text(json.dumps(m))
+    before = tree(data)
+    with pytest.raises(FwlabError, match=re.escape(why)):
+        prepare(str(lab.source), str(data), max_tokens=24_000, val_tokens=3_000,
+                shard_tokens=8_000, workers=1, progress=False)
+    assert tree(data) == before
+    (data / "manifest.json").write_text("[1]")
+    with pytest.raises(FwlabError, match="not a manifest"):
+        prepare(str(lab.source), str(data), max_tokens=24_000, val_tokens=3_000,
+                shard_tokens=8_000, workers=1, progress=False)
+
+
+# --- 12. run and sweep files with values of the wrong type --------------------------------------------
+def edit_json(path: Path, fn) -> None:
+    doc = json.loads(path.read_text())
+    fn(doc)
+    path.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("what, edit, why", [
+    ("sweep.json {'runs': 5}", lambda d: d.update(runs=5), "key 'runs' must be a list"),
+    ("sweep.json run name '../../x'", lambda d: d["runs"][0].update(name="../../x"),
+     "runs[0] name '../../x' is not a folder name"),
+    ("sweep.json max_iters 30.7", lambda d: d["runs"][0].update(max_iters=30.7),
+     "max_iters=30.7 must be a whole number"),
+])
+def test_sweep_json_with_a_wrong_value(what, edit, why, lab, tmp_path, capsys):
+    sweep = tmp_path / "sw"
+    shutil.copytree(lab.run, sweep / "runs" / "b4", ignore=shutil.ignore_patterns("ckpt"))
+    (sweep / "sweep.json").write_text(json.dumps(dict(
+        mode="independent", budgets=[4], runs=[dict(name="b4", budget=4, role="run", max_iters=4,
+                                                    status="completed")])))
+    edit_json(sweep / "sweep.json", edit)
+    ctx = types.SimpleNamespace(capsys=capsys)
+    for cmd in (["plan", "--from", sweep, "--tok-per-s", "100"],
+                ["check-claims", EXAMPLE_CLAIMS, "--from", sweep]):
+        rc, out = fwlab(ctx, *cmd)
+        assert rc == 2 and why in out and "Traceback" not in out, (cmd, out)
+
+
+@pytest.mark.parametrize("file, edit, why", [
+    ("config.json", lambda d: d.update(tokens_per_iter="x"), "tokens_per_iter='x' must be a whole"),
+    ("final.json", lambda d: d.update(iters=6.5), "iters=6.5 must be a whole number"),
+    ("final.json", lambda d: d.update(final_val_loss=[3]), "final_val_loss=[3] must be a number"),
+])
+def test_run_files_with_a_wrong_value(file, edit, why, lab, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(lab.run, run, ignore=shutil.ignore_patterns("ckpt"))
+    edit_json(run / file, edit)
+    rc, out = fwlab(types.SimpleNamespace(capsys=capsys), "plan", "--from", run, "--tok-per-s", "100")
+    assert rc == 2 and f"{run / file}: {why}" in out and "Traceback" not in out, out
+
+
+@case("metrics.jsonl with a val_loss that is text")
+def _(ctx):
+    run = ctx.tmp / "run"
+    shutil.copytree(ctx.lab.run, run, ignore=shutil.ignore_patterns("ckpt"))
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"iter": 7, "val_loss": "low"}\n{}\n')
+    rc, out = fwlab(ctx, "plan", "--from", run, "--tok-per-s", "100")
+    assert rc == 2 and "the line of iteration 7 has val_loss='low', not a number" in out, out
+
+
 # --- 9. a random-bytes checkpoint -------------------------------------------------------------------
 @case("a random-bytes checkpoint")
 def _(ctx):
@@ -468,6 +542,93 @@ def _(ctx):
     fail_writes(ctx, ".config.json", errno.EACCES)
     with pytest.raises(FwlabError, match=r"cannot write .*config.json: Permission denied"):
         train(tiny_cfg(ctx.lab.data, ctx.tmp / "r"))
+
+
+@pytest.mark.parametrize("cmd", ["export", "import", "sweep", "report", "plan", "check-claims --csv"])
+def test_out_under_a_file(cmd, lab, tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    out_dir = tmp_path / "f" / "sub" / "out"
+    sweep_flags = train_flags(lab.data, out_dir, schedule="wsd")
+    i = sweep_flags.index("--max-iters")
+    del sweep_flags[i:i + 2]
+    plan_json = tmp_path / "plan.json"
+    plan_json.write_text(json.dumps({"rows": [], "tokens_per_iter": 524288, "preset": "40m"}))
+    argv = {"export": ["export", "--run", lab.run, "--out", out_dir, "--no-verify"],
+            "import": ["import", "csv", curve_csv(types.SimpleNamespace(tmp=tmp_path)), "--out",
+                       out_dir],
+            "sweep": ["sweep", *sweep_flags, "--budgets", "4,8", "--mode", "wsd"],
+            "report": ["report", lab.run, "--out", out_dir],
+            "plan": [*PLAN, "--tok-per-s", "1000", "--out", out_dir],
+            "check-claims --csv": ["check-claims", EXAMPLE_CLAIMS, "--from", plan_json, "--csv",
+                                   out_dir]}[cmd]
+    if cmd == "export":
+        pytest.importorskip("transformers")
+    rc, out = fwlab(types.SimpleNamespace(capsys=capsys), *argv)
+    if cmd.startswith("check-claims"):  # the verdicts are printed before the CSV is written
+        out = out.splitlines(keepends=True)[-1]
+    assert rc == 2 and out.count("\n") == 1 and "Traceback" not in out, out
+    assert f"{tmp_path / 'f'} is a file" in out or f"{tmp_path / 'f'}: is a file" in out, out
+    assert "nothing was written" in out or "are as they were" in out, out
+    assert (tmp_path / "f").read_text() == "x"
+
+
+@pytest.mark.parametrize("cmd", ["export", "import", "sweep", "report"])
+def test_read_only_filesystem(cmd, lab, tmp_path, capsys, monkeypatch):
+    """What a read-only filesystem (EROFS) gives wherever the command first creates a file or
+    folder beside --out, simulated (mounting one needs root)."""
+    import tempfile
+    real_mkdtemp, real_mkdir = tempfile.mkdtemp, Path.mkdir
+    ro = tmp_path / "ro"
+    real_mkdir(ro)
+
+    def refuse(path):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, dir=None, **kw: refuse(dir) if str(dir).startswith(str(ro)) else real_mkdtemp(*a, dir=dir, **kw))
+    monkeypatch.setattr(Path, "mkdir", lambda self, *a, **kw: refuse(self) if str(self).startswith(str(ro)) else real_mkdir(self, *a, **kw))
+    out_dir = ro / "out"
+    sweep_flags = train_flags(lab.data, out_dir, schedule="wsd")
+    i = sweep_flags.index("--max-iters")
+    del sweep_flags[i:i + 2]
+    argv = {"export": ["export", "--run", lab.run, "--out", out_dir, "--no-verify"],
+            "import": ["import", "csv", curve_csv(types.SimpleNamespace(tmp=tmp_path)), "--out",
+                       out_dir],
+            "sweep": ["sweep", *sweep_flags, "--budgets", "4,8", "--mode", "wsd"],
+            "report": ["report", lab.run, "--out", out_dir]}[cmd]
+    if cmd == "export":
+        pytest.importorskip("transformers")
+    rc, out = fwlab(types.SimpleNamespace(capsys=capsys), *argv)
+    assert rc == 2 and out.count("\n") == 1 and f"{out_dir}: cannot write" in out, out
+    assert "Read-only file system" in out and ("nothing was written" in out or "untouched" in out)
+    assert os.listdir(ro) == []
+
+
+@case("train resumed in a run folder that cannot be written")
+def _(ctx):
+    import builtins
+    import fwlab.train as T
+    run = ctx.lab.copy_run(ctx.tmp / "run")
+    before = tree(run)
+    real = builtins.open
+    ctx.monkeypatch.setattr(T, "open", lambda f, *a, **kw: (_ for _ in ()).throw(
+        OSError(errno.EROFS, os.strerror(errno.EROFS), str(f))) if str(f).endswith(".lock")
+        else real(f, *a, **kw), raising=False)
+    rc, out = fwlab(ctx, "train", *train_flags(ctx.lab.data, run, max_iters=6))
+    assert rc == 2 and "cannot write in the run directory" in out and "Read-only" in out, out
+    assert "its files are as they were" in out and tree(run) == before
+
+
+@case("report on a full disk")
+def _(ctx):
+    import fwlab.report as R
+
+    def full(*a, **kw):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), kw.get("cwd"))
+    ctx.monkeypatch.setattr(R.pm, "execute_notebook", full)
+    out_dir = ctx.tmp / "rep"
+    rc, out = fwlab(ctx, "report", ctx.lab.run, "--out", out_dir)
+    assert rc == 2 and f"report folder {out_dir}: cannot write the report" in out, out
+    assert "No space left on device" in out and "untouched" in out
+    assert os.listdir(out_dir) == []
 
 
 # --- 13. a diverged run --------------------------------------------------------------------------
