@@ -8,7 +8,8 @@ are imported when their subcommand runs: they import torch (~1 s) or papermill a
 
 Exit status: 0 done; 2 an error a user can fix (FwlabError, and a file the command could not read
 or write), printed as one line without a traceback; 3 `fwlab train` ran but the run diverged; 1
-`fwlab sweep` had a run that failed, and any unexpected error (a traceback); 130 interrupted.
+`fwlab sweep` had a run that failed or was skipped, and any unexpected error (a traceback); 130
+interrupted.
 """
 from __future__ import annotations
 
@@ -326,8 +327,13 @@ def _run_import(a):
               f"{'n/a' if v is None else v})")
 
 
+# the docstring's paragraph, shown by `fwlab --help` (README.md says the same)
+EXIT_STATUS = "exit status: " + " ".join(__doc__.split("Exit status: ")[1].split()).replace("`", "")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fwlab", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="fwlab", description=__doc__.splitlines()[0],
+                                     epilog=EXIT_STATUS)
     parser.add_argument("--version", action="version", version=f"fwlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_prepare, _add_train, _add_sweep, _add_report, _add_plan, _add_check_claims,

@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import json
+import math
 import os
 import sys
 import threading
@@ -88,8 +89,8 @@ def epochs_to_budgets(epochs, train_tokens: int, tokens_per_iter: int) -> list[i
     out = []
     for e in epochs:
         e = float(e)
-        if not e > 0:
-            raise FwlabError(f"--epochs: {e} is not a positive number of epochs")
+        if not (math.isfinite(e) and e > 0):  # inf: an OverflowError in round() below
+            raise FwlabError(f"--epochs: {e} is not a finite, positive number of epochs")
         b = int(round(e * train_tokens / tokens_per_iter))
         if b < 1:
             raise FwlabError(f"--epochs {e}: {e} x {train_tokens:,} train tokens is less than one "

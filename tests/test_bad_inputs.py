@@ -736,6 +736,30 @@ def test_wsd_sweep_of_too_small_budgets(budgets, bad, lab, tmp_path, capsys):
     assert not (tmp_path / "sw").exists()
 
 
+def test_exit_codes_are_documented(capsys):
+    """Scripts and sweeps tell the outcomes apart by the exit status: fwlab --help and the README
+    list every code the CLI returns (cli.main: 0, 2, 3, 1, 130)."""
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    for doc in (text, readme):
+        assert "exit status" in doc.lower()
+        for code, what in (("0", "done"), ("2", "error"), ("3", "diverged"), ("1", "sweep"),
+                           ("130", "interrupted")):
+            assert re.search(rf"`?{code}`? [^;]*{what}", doc), (code, doc[:300])
+
+
+@case("sweep --epochs 0.5,inf")
+def _(ctx):
+    flags = train_flags(ctx.lab.data, ctx.tmp / "sw")
+    i = flags.index("--max-iters")
+    del flags[i:i + 2]
+    rc, out = fwlab(ctx, "sweep", *flags, "--epochs", "0.5,inf")
+    assert rc == 2 and "--epochs: inf is not a finite, positive number" in out, out
+    assert not (ctx.tmp / "sw").exists()
+
+
 # --- 5. / 6. / 8. / 11. / 14. prepare's sources and output -----------------------------------------
 def sample_lines(ctx, start: int, n: int) -> bytes:
     import gzip
