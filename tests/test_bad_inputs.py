@@ -714,6 +714,15 @@ def _(ctx, hellaswag=Path(__file__).resolve().parents[2] / "shared" / "data" / "
     assert not (ctx.lab.run / "eval_hellaswag.json").exists()
 
 
+@pytest.mark.parametrize("value, why", [("nan", "must be a finite number"),
+                                        ("inf", "must be a finite number"), ("-1", "must be >= 0")])
+def test_demo_refuses_a_target_out_of_range(value, why, edu_sample, tmp_path, capsys):
+    rc, out = fwlab(types.SimpleNamespace(capsys=capsys), "demo", "--source", edu_sample, "--out",
+                    tmp_path / "demo", "--target-min", value)
+    assert rc == 2 and f"--target-min {value}: {why}" in out, out  # before a minute of timing
+    assert not (tmp_path / "demo").exists()
+
+
 @case("import --cooldown-frac inf")
 def _(ctx):
     rc, out = fwlab(ctx, "import", "csv", curve_csv(ctx), "--out", ctx.tmp / "imp", "--lr", "1e-3",
