@@ -52,6 +52,14 @@ def _num(v, where: str) -> float:
     return parse_number(v, where)
 
 
+def _whole(v, where: str) -> int:
+    """A count of iterations or tokens: 30.7 iterations is a typo, not 30."""
+    n = _num(v, where)
+    if not n.is_integer():
+        raise FwlabError(f"{where} {v!r}: must be a whole number")
+    return int(n)
+
+
 def _range(v, where: str) -> tuple[float, float]:
     if isinstance(v, (int, float, str)):
         v = [v, v]
@@ -83,11 +91,14 @@ def load_claims(path) -> dict:
     out = dict(name=str(doc.get("name") or path.stem), preset=doc.get("preset"),
                tokens_per_iter=None, data_tokens=None, claims=[])
     for key in ("tokens_per_iter", "data_tokens"):
-        if doc.get(key) is not None:
-            out[key] = _num(doc[key], f"{path}: {key}")
+        if doc.get(key) is not None:  # tokens per iteration: a whole number, as iters below
+            out[key] = (_whole if key == "tokens_per_iter" else _num)(doc[key], f"{path}: {key}")
             if out[key] <= 0:
                 raise FwlabError(f"{path}: {key} must be positive, got {doc[key]!r}")
     if out["preset"] is not None:
+        if not isinstance(out["preset"], str):
+            raise FwlabError(f"{path}: preset {out['preset']!r}: give one preset name, one of "
+                             f"{', '.join(PRESETS)}")
         if out["preset"] not in PRESETS:
             raise FwlabError(f"{path}: preset {out['preset']!r} unknown; one of "
                              f"{', '.join(PRESETS)}")
@@ -103,7 +114,7 @@ def load_claims(path) -> dict:
             if "iters" not in c:
                 raise FwlabError(f"{where}: a val_loss claim needs `iters` (the budget)")
             lo, hi = _range(c["val_loss"], f"{where} val_loss")
-            rec = dict(kind="val_loss", iters=int(_num(c["iters"], f"{where} iters")), low=lo,
+            rec = dict(kind="val_loss", iters=_whole(c["iters"], f"{where} iters"), low=lo,
                        high=hi, gpu=None)
         else:
             unknown = sorted(set(c) - {"hours", "per_iters", "gpu"})
@@ -111,8 +122,10 @@ def load_claims(path) -> dict:
                 raise FwlabError(f"{where}: an hours claim needs `per_iters` (hours per how many "
                                  f"iterations)")
             lo, hi = _range(c["hours"], f"{where} hours")
-            rec = dict(kind="hours", iters=int(_num(c["per_iters"], f"{where} per_iters")), low=lo,
-                       high=hi, gpu=str(c["gpu"]) if c.get("gpu") else None)
+            if c.get("gpu") is not None and not isinstance(c["gpu"], str):
+                raise FwlabError(f"{where}: gpu {c['gpu']!r}: give one GPU name (e.g. RTX 4070)")
+            rec = dict(kind="hours", iters=_whole(c["per_iters"], f"{where} per_iters"),
+                       low=lo, high=hi, gpu=c.get("gpu") or None)
         if unknown:
             raise FwlabError(f"{where}: unknown key(s) {', '.join(unknown)}")
         if rec["iters"] < 1:
@@ -135,6 +148,21 @@ def _from_plan(path: Path) -> dict:
     p = read_json(path)
     if not isinstance(p, dict) or "rows" not in p or "tokens_per_iter" not in p:
         raise FwlabError(f"{path}: not a plan JSON (made by `fwlab plan --out FILE`)")
+    if not isinstance(p["rows"], list):
+        raise FwlabError(f"{path}: 'rows' must be a list of budget rows, got {p['rows']!r:.60}")
+    for i, r in enumerate(p["rows"]):  # what check_claims reads from a row, each a number
+        bad = [k for k in ("budget", "val_loss", "val_loss_low", "val_loss_high")
+               if not isinstance(r, dict) or isinstance(r.get(k), bool)
+               or not isinstance(r.get(k), (int, float))]
+        if bad:
+            raise FwlabError(f"{path}: rows[{i}]: {', '.join(bad)} must be numbers, got "
+                             f"{r!r:.80}; write the plan again with `fwlab plan --out FILE`")
+    for k in ("tokens_per_iter", "data_tokens"):
+        if p.get(k) is not None and (isinstance(p[k], bool) or not isinstance(p[k], (int, float))):
+            raise FwlabError(f"{path}: '{k}' must be a number, got {p[k]!r:.60}")
+    thr = p.get("throughput")
+    if thr is not None and not isinstance(thr, dict):
+        raise FwlabError(f"{path}: 'throughput' must be an object, got {thr!r:.60}")
     return p
 
 
@@ -198,6 +226,7 @@ def check_claims(claims_path, source=None, mfu_range=pl.DEFAULT_MFU_RANGE,
                 pred[int(r["budget"])] = (r["val_loss"], r["val_loss_low"], r["val_loss_high"],
                                           f"plan ({r.get('loss_basis') or plan.get('loss_basis')})",
                                           f"{src.name}: {plan.get('loss_method', '')}")
+            why = f"plan {src.name} has no budget rows"  # what the prior stands in for, if used
         elif plan is None and not mismatch and len(points):
             try:
                 f = fc.loss_forecast_for(budgets, tpi, U, want["preset"], points=points,

@@ -8,12 +8,14 @@ are imported when their subcommand runs: they import torch (~1 s) or papermill a
 
 Exit status: 0 done; 2 an error a user can fix (FwlabError, and a file the command could not read
 or write), printed as one line without a traceback; 3 `fwlab train` ran but the run diverged; 1
-`fwlab sweep` had a run that failed, and any unexpected error (a traceback); 130 interrupted.
+`fwlab sweep` had a run that failed or was skipped, and any unexpected error (a traceback); 130
+interrupted.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 
 from fwlab import __version__, claims, plan
 from fwlab import prepare as P
@@ -409,9 +411,13 @@ def _run_import(a):
               f"{'n/a' if v is None else v})")
 
 
+# the docstring's paragraph, shown by `fwlab --help` (README.md says the same)
+EXIT_STATUS = "exit status: " + " ".join(__doc__.split("Exit status: ")[1].split()).replace("`", "")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fwlab", description=DESCRIPTION,
-                                     formatter_class=_TopHelp)
+                                     formatter_class=_TopHelp, epilog=textwrap.fill(EXIT_STATUS, 96))
     parser.add_argument("--version", action="version", version=f"fwlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 help="one of these (fwlab COMMAND --help for its options):")

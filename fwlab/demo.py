@@ -33,7 +33,7 @@ from pathlib import Path
 
 from fwlab.errors import FwlabError
 from fwlab.sweep import epochs_to_budgets, plan_sweep, planned_total, run_sweep, summary_lines
-from fwlab.utils import asset, atomic_write_json, parse_count, read_json, resolve_path
+from fwlab.utils import asset, atomic_write_json, parse_count, parse_number, read_json, resolve_path
 
 DEMO_EPOCHS = (0.85, 1.42, 2.13, 2.85)
 DEMO_VAL_TOKENS = 30_000
@@ -278,7 +278,10 @@ def main(args) -> int:
     source, hf_config = P.default_source(args.source)
     sources = [source] if isinstance(source, str) else list(source)
     asked = parse_count(args.max_tokens, "--max-tokens")
-    target = float(getattr(args, "target_min", TARGET_MIN) or 0)
+    # nan or inf would size the sweep from nonsense after a minute of timing: refuse them first
+    target = parse_number(getattr(args, "target_min", TARGET_MIN) or 0, "--target-min")
+    if target < 0:
+        raise FwlabError(f"--target-min {target:g}: must be >= 0 minutes (0 = every token asked)")
     plan = _plan(out, sources, asked, target)
     if plan.get("speed") and not plan.get("resumed"):
         sp, exp = plan["speed"], plan["expected_s"]

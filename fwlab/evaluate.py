@@ -162,7 +162,8 @@ def score_endings(model, examples: list[dict], device: str = "cpu", batch_size: 
     real positions (causal attention) and is masked out of the sums. Examples are batched longest
     first, so similar lengths share a batch and an out-of-memory error shows in the first batch."""
     device = resolve_device(device)
-    batch_size = batch_size or (32 if torch.device(device).type == "cuda" else 4)
+    if batch_size is None:  # 0 is refused below, not taken for the default
+        batch_size = 32 if torch.device(device).type == "cuda" else 4
     if batch_size <= 0:
         raise FwlabError(f"--batch-size {batch_size}: must be positive")
     enc = tokenizer()
@@ -242,8 +243,8 @@ def sample(model, prompt: str = "", tokens: int = 100, temperature: float = 0.8,
         raise FwlabError(f"--tokens {tokens}: must be >= 0")
     if num_samples < 1:
         raise FwlabError(f"--num-samples {num_samples}: must be >= 1")
-    if temperature < 0:
-        raise FwlabError(f"--temperature {temperature}: must be >= 0")
+    if not math.isfinite(temperature) or temperature < 0:  # nan: a traceback in torch.multinomial
+        raise FwlabError(f"--temperature {temperature}: must be a finite number >= 0 (0 = greedy)")
     if top_k is not None and top_k < 0:
         raise FwlabError(f"--top-k {top_k}: must be >= 0 (0 = no cut-off)")
     device = resolve_device(device)

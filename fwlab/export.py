@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from fwlab.checkpoint import load_model
-from fwlab.errors import FwlabError
+from fwlab.errors import FwlabError, WriteError, os_problem, os_where
 from fwlab.utils import UMASK, fwlab_inside
 
 EOT = 50256
@@ -182,8 +182,11 @@ def export_hf(run_dir, out_dir, ckpt: int | None = None, overwrite: bool = False
     model, meta = load_model(run, ckpt, "cpu")
     model.float()
     mc = model.config
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as e:  # read-only, no permission, a parent that is a file
+        raise _write_error(out, e) from None
     try:
         hf_config(transformers, mc).save_pretrained(str(tmp))
         st.save_file(hf_state_dict(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
@@ -213,10 +216,19 @@ def export_hf(run_dir, out_dir, ckpt: int | None = None, overwrite: bool = False
         os.replace(tmp, out)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:  # a full disk while writing the temporary folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _write_error(out, e) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return info
+
+
+def _write_error(out: Path, e: OSError) -> WriteError:
+    kept = "; the earlier export there is unchanged" if out.is_dir() and any(out.iterdir()) else ""
+    return WriteError(f"--out {out}: cannot write the export ({os_where(e, out)}: "
+                      f"{os_problem(e)}); nothing was written{kept}", os_problem(e))
 
 
 def main_export(a) -> int:

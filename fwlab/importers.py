@@ -61,8 +61,9 @@ from pathlib import Path
 import numpy as np
 
 from fwlab import schedule as S
-from fwlab.errors import FwlabError
-from fwlab.utils import atomic_write_json, jsonl_line
+from fwlab.errors import FwlabError, WriteError, os_problem, os_where
+from fwlab.runs import read_config, read_sweep
+from fwlab.utils import atomic_write_json, folder_kind, jsonl_line
 
 FORMATS = ("llmc", "modded-nanogpt", "build-nanogpt", "nanogpt", "csv", "reference")
 # TrainConfig fields that `fwlab import` takes as flags (the schedule, the batch, the horizon)
@@ -665,15 +666,63 @@ def _version() -> str:
 
 
 def _tmp_dir_for(out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as e:  # read-only, no permission, a parent that is a file
+        raise WriteError(f"--out {out}: cannot write there ({os_where(e, out)}: "
+                         f"{os_problem(e)}); nothing was written", os_problem(e)) from None
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise FwlabError(f"{out}: exists and is not a directory; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FwlabError(f"{out}: exists and is not empty; choose another --out (or --overwrite)")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise FwlabError(f"{out}: exists and is not empty; choose another --out (or "
+                             f"--overwrite to replace an earlier import)")
+        _check_replaceable(out)
+
+
+# the files an imported run directory holds; an imported sweep: sweep.json + runs/NAME/ of these
+RUN_FILES = frozenset({"config.json", "metrics.jsonl", "final.json"})
+
+
+def _check_replaceable(out: Path) -> None:
+    """--overwrite replaces an earlier import and nothing else: never a run fwlab trained (its
+    checkpoints), a sweep, a data folder, an export, a folder holding any of them, or a file
+    import did not write there."""
+    keep = "; nothing was changed, choose another --out"
+    kind = folder_kind(out)
+    if kind == "a sweep":
+        imported = read_sweep(out / "sweep.json").get("imported_from")
+    elif kind == "a run":
+        imported = (read_config(out) or {}).get("imported_from")
+    else:
+        what = f"holds {kind}" if kind else "is not an earlier import (no config.json or sweep.json)"
+        raise FwlabError(f"--out {out}: {what}; --overwrite only replaces what fwlab import "
+                         f"wrote{keep}")
+    if not imported:
+        raise FwlabError(f"--out {out}: holds {kind} that fwlab import did not write (its "
+                         f"config has no imported_from); --overwrite never deletes it{keep}")
+    foreign = []
+    for p in sorted(out.rglob("*")):  # does not descend into symlinked folders
+        rel = p.relative_to(out).parts
+        plain_dir, plain_file = p.is_dir() and not p.is_symlink(), p.is_file() and not p.is_symlink()
+        if kind == "a sweep":
+            ok = (rel == ("sweep.json",) and plain_file) or (rel[0] == "runs" and (
+                (len(rel) <= 2 and plain_dir) or (len(rel) == 3 and rel[2] in RUN_FILES
+                                                  and plain_file)))
+        else:
+            ok = len(rel) == 1 and rel[0] in RUN_FILES and plain_file
+        if not ok:
+            foreign.append("/".join(rel) + ("/" if p.is_dir() else ""))
+            if len(foreign) > 5:
+                break
+    if foreign:
+        raise FwlabError(f"--out {out}: holds files fwlab import does not write "
+                         f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); "
+                         f"--overwrite never deletes them{keep}")
 
 
 def _commit(tmp: Path, out: Path) -> None:

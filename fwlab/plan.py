@@ -79,6 +79,12 @@ def plan(preset: str = "40m", data_tokens: float = 3.68e9, tokens_per_iter: int 
     if tokens_per_iter < 1 or not data_tokens > 0:
         raise FwlabError(f"tokens_per_iter={tokens_per_iter}, data_tokens={data_tokens:g}: "
                          f"both must be positive")
+    # nan would compare false with every gain (and inf refuse every step): the recommendation
+    # would read as if it followed from the threshold
+    min_gain_per_hour = parse_number(min_gain_per_hour, "--min-gain-per-hour")
+    if min_gain_per_hour < 0:
+        raise FwlabError(f"--min-gain-per-hour {min_gain_per_hour:g}: must be >= 0 (nats of val "
+                         f"loss per extra hour)")
     b = np.array(budgets, dtype=float)
     if gpu:
         g = gpu_hours(gpu, preset, 1.0, tokens_per_iter, mfu_range)

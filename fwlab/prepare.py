@@ -51,10 +51,10 @@ import numpy as np
 import tiktoken
 from tqdm.auto import tqdm
 
-from fwlab.data import MANIFEST, write_shard
+from fwlab.data import MANIFEST, load_manifest, write_shard
 from fwlab.errors import FwlabError, WriteError, os_problem
 from fwlab.utils import (atomic_write_bytes, atomic_write_json, folder_kind, parse_count,
-                         read_json, resolve_path)
+                         resolve_path)
 
 DEFAULT_SOURCE = "hf:HuggingFaceFW/fineweb-edu"
 DEFAULT_HF_CONFIG = "sample-10BT"
@@ -515,7 +515,7 @@ def _remove_outputs(out: Path, temp_only: bool = False) -> None:
 
 
 def _differs(out: Path, theirs: dict | None, ours: dict) -> FwlabError:
-    theirs = theirs or {}
+    theirs = theirs if isinstance(theirs, dict) else {}  # a hand-edited "config": 5 differs too
     diff = [f"{k}: {theirs.get(k)!r} there, {ours[k]!r} now" for k in ours if theirs.get(k) != ours[k]]
     return FwlabError(f"{out} was prepared with other settings ({'; '.join(diff)}); "
                       "choose another --out, or pass --overwrite to replace it")
@@ -533,7 +533,7 @@ def _inspect(out: Path, config: dict, overwrite: bool, fingerprint: list | None 
     if overwrite:
         return "fresh", None
     if (out / MANIFEST).is_file():
-        manifest = read_json(out / MANIFEST)
+        manifest = load_manifest(out)  # its shape checked: a hand-edited one is named, no traceback
         if manifest.get("config") != config:
             raise _differs(out, manifest.get("config"), config)
         old = manifest.get("source_fingerprint")

@@ -24,7 +24,7 @@ from nbconvert import HTMLExporter
 
 from fwlab import forecast as fc
 from fwlab.claims import check_claims, load_claims
-from fwlab.errors import FwlabError
+from fwlab.errors import FwlabError, WriteError, os_problem
 from fwlab.plan import step_gains
 from fwlab.runs import FINISHED, Lab
 from fwlab.utils import (asset, atomic_write_bytes, atomic_write_text, fmt_tokens, kernel_config,
@@ -361,33 +361,44 @@ def make_report(sources, claims=None, log_x: bool = True, out=None) -> Path:
         load_claims(claims)  # a malformed claims file is the user's to fix: say so now
     if not NOTEBOOK.is_file():
         raise FwlabError(f"{NOTEBOOK}: the analysis notebook is missing from this installation")
-    out.mkdir(parents=True, exist_ok=True)
     tmp = out / f".analysis.{os.getpid()}.tmp.ipynb"
     given = str(sources[0]) if len(sources) == 1 else [str(s) for s in sources]
     try:
-        try:
-            nb = pm.execute_notebook(
-                str(NOTEBOOK), str(tmp), kernel_name="python3", cwd=str(out),
-                parameters=dict(sweep_dir=given, claims=None if claims is None else str(claims),
-                                log_x=bool(log_x), report_dir=str(out)),
-                progress_bar=True, start_timeout=180,  # a kernel starts slowly on a busy CPU
-                config=kernel_config())
-        except pm.PapermillExecutionError as e:
-            failed = out / "analysis.failed.ipynb"
-            os.replace(tmp, failed)  # papermill saved it before raising: keep it to read
-            if e.ename == "FwlabError":  # a bad file or value: its own one-line message
-                raise FwlabError(f"{strip_ansi(str(e.evalue))} (the executed notebook: "
-                                 f"{failed})") from None
-            why = strip_ansi(f"{e.ename}: {e.evalue}")
-            raise FwlabError(f"{', '.join(map(str, sources))}: the analysis notebook failed "
-                             f"({why}); see the executed notebook {failed}") from None
-        title = ", ".join(map(str, sources))
-        html, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
-                               exclude_output_prompt=True).from_notebook_node(
-            nbformat.from_dict(nb), resources={"metadata": {"name": f"fwlab report: {title}"}})
-        atomic_write_text(out / "report.html", html)
-        os.replace(tmp, out / "analysis.ipynb")
-        (out / "analysis.failed.ipynb").unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        _execute_report(out, tmp, sources, given, claims, log_x)
+    except OSError as e:  # read-only, no permission, a full disk: name the folder, keep the rest
+        raise WriteError(f"report folder {out}: cannot write the report ({e.filename or out}: "
+                         f"{os_problem(e)}); the runs it reads are untouched, and an earlier "
+                         f"report.html and analysis.ipynb there are as they were",
+                         os_problem(e)) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp.parent.is_dir():
+            tmp.unlink(missing_ok=True)
     return out
+
+
+def _execute_report(out: Path, tmp: Path, sources: list, given, claims, log_x: bool) -> None:
+    """The notebook into `tmp`, then report.html and analysis.ipynb (each replaced whole)."""
+    try:
+        nb = pm.execute_notebook(
+            str(NOTEBOOK), str(tmp), kernel_name="python3", cwd=str(out),
+            parameters=dict(sweep_dir=given, claims=None if claims is None else str(claims),
+                            log_x=bool(log_x), report_dir=str(out)),
+            progress_bar=True, start_timeout=180,  # a kernel starts slowly on a busy CPU
+            config=kernel_config())
+    except pm.PapermillExecutionError as e:
+        failed = out / "analysis.failed.ipynb"
+        os.replace(tmp, failed)  # papermill saved it before raising: keep it to read
+        if e.ename == "FwlabError":  # a bad file or value: its own one-line message
+            raise FwlabError(f"{strip_ansi(str(e.evalue))} (the executed notebook: "
+                             f"{failed})") from None
+        why = strip_ansi(f"{e.ename}: {e.evalue}")
+        raise FwlabError(f"{', '.join(map(str, sources))}: the analysis notebook failed "
+                         f"({why}); see the executed notebook {failed}") from None
+    title = ", ".join(map(str, sources))
+    html, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
+                           exclude_output_prompt=True).from_notebook_node(
+        nbformat.from_dict(nb), resources={"metadata": {"name": f"fwlab report: {title}"}})
+    atomic_write_text(out / "report.html", html)
+    os.replace(tmp, out / "analysis.ipynb")
+    (out / "analysis.failed.ipynb").unlink(missing_ok=True)

@@ -93,12 +93,21 @@ def read_sweep(path) -> dict:
     for i, e in enumerate(runs or []):
         if not isinstance(e, dict) or not isinstance(e.get("name"), str) or not e["name"]:
             raise FwlabError(f"{path}: runs[{i}] must be an object with a 'name', got {e!r:.60}")
+        if e["name"] in (".", "..") or "/" in e["name"] or "\\" in e["name"]:
+            # SWEEP/runs/NAME is where the run is read from: a name must not lead out of the sweep
+            raise FwlabError(f"{path}: runs[{i}] name {e['name']!r} is not a folder name under "
+                             f"{path.parent / 'runs'}; a sweep's runs lie inside it")
     budgets = doc.get("budgets")
     if budgets is not None and not (isinstance(budgets, list) and all(
             isinstance(b, int) and not isinstance(b, bool) for b in budgets)):
         raise FwlabError(f"{path}: key 'budgets' must be a list of iteration counts, got "
                          f"{budgets!r:.60}")
     return doc
+
+
+def read_config(run_dir) -> dict | None:
+    """RUN/config.json (a JSON object), or None when there is none."""
+    return _maybe_json(Path(run_dir) / "config.json")
 
 
 def read_final(run_dir) -> dict | None:
@@ -172,13 +181,21 @@ def _maybe_json(path: Path) -> dict | None:
     return obj
 
 
-def _points(lines: list, key: str, cols: list[str]) -> pd.DataFrame:
+def _points(lines: list, key: str, cols: list[str], path: Path | None = None) -> pd.DataFrame:
     """The metrics.jsonl lines that have `key`, one row per iteration (a resume re-logs some
     iterations: the later line wins, it is what the finished run went through)."""
     rows = [{c: obj.get(c) for c in cols if c not in ("run", "own")} for obj in lines
             if isinstance(obj, dict) and key in obj and obj.get("iter") is not None]
     df = pd.DataFrame(rows, columns=[c for c in cols if c not in ("run", "own")])
-    df = df.astype(float)  # None -> NaN (e.g. an mfu or lr that was null)
+    try:
+        df = df.astype(float)  # None -> NaN (e.g. an mfu or lr that was null)
+    except (TypeError, ValueError):  # a hand-edited line: name it rather than pandas' traceback
+        for i, row in enumerate(rows):
+            bad = [c for c, v in row.items() if v is not None and not _is_number(v)]
+            if bad:
+                raise FwlabError(f"{path}: the line of iteration {row.get('iter')!r} has "
+                                 f"{bad[0]}={row[bad[0]]!r}, not a number") from None
+        raise
     df = df.drop_duplicates("iter", keep="last").sort_values("iter", kind="stable")
     return df.reset_index(drop=True)
 
@@ -221,9 +238,40 @@ def _read_run(run_dir: Path, entry: dict, sweep: dict | None, sweep_name: str) -
         hellaswag_acc=hs.get("acc"), hellaswag_acc_norm=hs.get("acc_norm"), hellaswag_n=hs.get("n"),
     )
     lines = list(iter_jsonl(metrics)) if has_metrics else []  # the largest file: read once
-    return dict(row=row, evals=_points(lines, "val_loss", _EVAL_COLS),
-                train=_points(lines, "train_loss", _TRAIN_COLS), config=cfg, final=final,
+    _check_numbers(run_dir, entry, cfg, final, hs)
+    return dict(row=row, evals=_points(lines, "val_loss", _EVAL_COLS, metrics),
+                train=_points(lines, "train_loss", _TRAIN_COLS, metrics), config=cfg, final=final,
                 benchmarks=benchmarks)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# the numbers a runs-row takes from each file (whole numbers: counts of iterations and tokens)
+_NUMBERS = {"config.json": (("max_iters", "init_iter", "tokens_per_iter", "n_params"),
+                             ("iters_per_epoch",)),
+            "final.json": (("iters", "tokens", "iters_computed"),
+                           ("final_val_loss", "val_loss_stderr", "epochs", "wall_s", "tok_per_s")),
+            "eval_hellaswag.json": (("n",), ("acc", "acc_norm")),
+            "sweep.json": (("max_iters", "branch_iter", "iters_computed"), ())}
+
+
+def _check_numbers(run_dir: Path, entry: dict, cfg: dict, final: dict, hs: dict) -> None:
+    """A value of the wrong type in a hand-edited file, named with its file and key (not a
+    traceback from pandas later, nor 30.7 iterations read as 30)."""
+    for name, doc in (("config.json", cfg), ("final.json", final), ("eval_hellaswag.json", hs),
+                      ("sweep.json", entry)):
+        whole, real = _NUMBERS[name]
+        for k in whole + real:
+            v = doc.get(k)
+            if v is None or (_is_number(v) and (k in real or float(v).is_integer()
+                                                or math.isnan(v))):
+                continue
+            where = run_dir.parent.parent / name if name == "sweep.json" else run_dir / name
+            what = "a whole number" if k in whole else "a number"
+            run = f" (run {entry.get('name')!r})" if name == "sweep.json" else ""
+            raise FwlabError(f"{where}{run}: {k}={v!r} must be {what} or null")
 
 
 def _sources(path: Path) -> tuple[dict | None, list[tuple[Path, dict]]]:

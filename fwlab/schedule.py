@@ -271,7 +271,10 @@ def spec_from_config(cfg) -> dict:
     elif sch == "wsd":
         if vals["cooldown_shape"] not in ("linear", "1-sqrt"):
             raise FwlabError(f"cooldown_shape={vals['cooldown_shape']!r}: choose linear or 1-sqrt")
-        start = cooldown_start(T, vals["cooldown_frac"])
+        cf = vals["cooldown_frac"]  # TrainConfig's range; inf would be an OverflowError below
+        if isinstance(cf, bool) or not isinstance(cf, (int, float)) or not 0 < cf <= 1:
+            raise FwlabError(f"cooldown_frac={cf!r}: must be in (0, 1]")
+        start = cooldown_start(T, cf)
         spec = dict(kind="wsd", **base, decay_start=start, decay_steps=max(1, T - start),
                     decay_shape=vals["cooldown_shape"], cooldown_frac=float(vals["cooldown_frac"]))
     else:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import json
+import math
 import os
 import sys
 import threading
@@ -56,7 +57,7 @@ from fwlab import __version__
 from fwlab import schedule as sched
 from fwlab.config import TrainConfig, overrides_from_args, parse_int_list
 from fwlab.data import train_tokens as data_train_tokens
-from fwlab.errors import FwlabError
+from fwlab.errors import FwlabError, WriteError, os_problem
 from fwlab.records import code_record
 from fwlab.runs import ENDED, FINISHED, MetricsTail, last_iter, load_runs, read_final, read_sweep
 from fwlab.utils import asset, atomic_write_json, kernel_config, resolve_path, strip_ansi
@@ -88,8 +89,8 @@ def epochs_to_budgets(epochs, train_tokens: int, tokens_per_iter: int) -> list[i
     out = []
     for e in epochs:
         e = float(e)
-        if not e > 0:
-            raise FwlabError(f"--epochs: {e} is not a positive number of epochs")
+        if not (math.isfinite(e) and e > 0):  # inf: an OverflowError in round() below
+            raise FwlabError(f"--epochs: {e} is not a finite, positive number of epochs")
         b = int(round(e * train_tokens / tokens_per_iter))
         if b < 1:
             raise FwlabError(f"--epochs {e}: {e} x {train_tokens:,} train tokens is less than one "
@@ -125,8 +126,19 @@ def plan_sweep(mode: str, budgets, cooldown_frac: float = 0.2, warmup_iters: int
                          f"use --mode independent for {schedule} runs")
     if not 0 < cooldown_frac < 1:
         raise FwlabError(f"--cooldown-frac {cooldown_frac}: a wsd sweep needs it in (0, 1)")
+    # Every budget needs an iteration at constant LR and one of cooldown, said in the terms the
+    # user gave (a budget of 1 would otherwise fail on the warmup_iters the plan derived).
+    for bud in budgets:
+        cool = int(round(cooldown_frac * bud))
+        if not 1 <= cool < bud:
+            least = next(n for n in range(2, 10**7) if 1 <= int(round(cooldown_frac * n)) < n)
+            raise FwlabError(f"budget {bud}: too small for a wsd sweep: its cooldown "
+                             f"(--cooldown-frac {cooldown_frac:g} of {bud} iterations) rounds to "
+                             f"{cool} iterations, and a budget needs at least one before its "
+                             f"cooldown and one in it; give budgets of at least {least}")
     # One warmup for every run: the smallest budget's default, so its branch point lies after it.
     w = int(warmup_iters) if warmup_iters is not None else sched.default_warmup(budgets[0])
+    w_is = "" if warmup_iters is not None else ", the default: 5% of the smallest budget"
     top = budgets[-1]
     trunk = run_name(top)
     # each branch starts where its budget's cooldown starts, by the schedule's own rule, so its
@@ -135,7 +147,7 @@ def plan_sweep(mode: str, budgets, cooldown_frac: float = 0.2, warmup_iters: int
     for b, k in points.items():
         if k < 1 or k < w:
             raise FwlabError(f"budget {b}: its cooldown would start at iteration {k}, inside the "
-                             f"warmup ({w} iterations); give --warmup-iters below {k} or larger "
+                             f"warmup ({w} iterations{w_is}); give --warmup-iters below {k} or larger "
                              f"budgets")
     ckpt_at = ",".join(str(k) for k in sorted(set(points.values())))
     specs = [dict(name=trunk, budget=top, role="trunk", max_iters=top, parent=None,
@@ -199,8 +211,14 @@ class Sweep:
 
     def _lock(self) -> None:
         # Two processes driving one sweep would train the same runs at once; the lock dies with us.
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.dir / ".lock", "w")
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._lock_file = open(self.dir / ".lock", "w")
+        except OSError as e:  # read-only, no permission, a parent that is a file
+            kept = "; its sweep.json and runs are as they were" if self.path.is_file() else ""
+            where = e.filename or self.dir
+            raise WriteError(f"--out {self.dir}: cannot write the sweep there ({where}: "
+                             f"{os_problem(e)}); nothing was written{kept}", os_problem(e)) from None
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

@@ -172,8 +172,10 @@ def _run_lock(run: Path):
         run.mkdir(parents=True, exist_ok=True)
         f = open(run / LOCK, "a+", encoding="utf-8")
     except OSError as e:
-        raise WriteError(f"--out {run}: cannot create the run directory "
-                         f"({e.filename or run}: {os_problem(e)}); nothing was written") from None
+        what = "cannot create the run directory" if created else "cannot write in the run directory"
+        raise WriteError(f"--out {run}: {what} ({e.filename or run}: {os_problem(e)}); "
+                         f"nothing was written{'' if created else ', its files are as they were'}"
+                         ) from None
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:

@@ -38,9 +38,12 @@ def atomic_open(path: str | os.PathLike):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = _tmp_for(path)
     except OSError as e:
-        where = e.filename or path.parent
-        raise WriteError(f"cannot write {path}: {where}: {os_problem(e)}; nothing was written",
-                         f"{where}: {os_problem(e)}") from None
+        where, problem = e.filename or path.parent, os_problem(e)
+        blocker = next((d for d in path.parents if d.exists() or d.is_symlink()), None)
+        if blocker is not None and not blocker.is_dir():  # mkdir's "File exists" says too little
+            where, problem = blocker, "is a file, not a folder"
+        raise WriteError(f"cannot write {path}: {where}: {problem}; nothing was written",
+                         f"{where}: {problem}") from None
     try:
         with open(tmp, "wb") as f:
             yield f

@@ -11,6 +11,7 @@ import errno
 import json
 import math
 import os
+import re
 import shutil
 import types
 from pathlib import Path
@@ -153,6 +154,46 @@ def _(ctx):
                     "--max-tokens", "5000", "--val-tokens", "500", "--workers", "1")
     assert rc == 2 and "a run" in out
     assert tree(run) == before
+
+
+def curve_csv(ctx) -> Path:
+    src = ctx.tmp / "curve.csv"
+    src.write_text("step,val_loss\n0,10.9\n100,6.5\n200,5.2\n")
+    return src
+
+
+@case("import --out RUN --overwrite (a run fwlab trained)")
+def _(ctx):
+    run = ctx.lab.copy_run(ctx.tmp / "run")
+    before = tree(run)
+    rc, out = fwlab(ctx, "import", "csv", curve_csv(ctx), "--out", run, "--overwrite")
+    assert rc == 2 and "holds a run that fwlab import did not write" in out, out
+    assert tree(run) == before
+
+
+@case("import --out a folder holding a data folder / a sweep --overwrite")
+def _(ctx):
+    parent = ctx.tmp / "results"
+    ctx.lab.copy_data(parent / "data")
+    (parent / "sweep").mkdir()
+    (parent / "sweep" / "sweep.json").write_text('{"runs": []}')
+    before = tree(parent)
+    for out_dir, why in ((parent, "is not an earlier import"), (parent / "data", "holds a data folder"),
+                         (parent / "sweep", "holds a sweep that fwlab import did not write")):
+        rc, out = fwlab(ctx, "import", "csv", curve_csv(ctx), "--out", out_dir, "--overwrite")
+        assert rc == 2 and why in out, out
+    assert tree(parent) == before
+
+
+@case("import --overwrite onto an earlier import with a user's file in it")
+def _(ctx):
+    out_dir = ctx.tmp / "imp"
+    assert fwlab(ctx, "import", "csv", curve_csv(ctx), "--out", out_dir)[0] == 0
+    (out_dir / "notes.txt").write_text("mine")
+    rc, out = fwlab(ctx, "import", "csv", curve_csv(ctx), "--out", out_dir, "--overwrite")
+    assert rc == 2 and "notes.txt" in out and (out_dir / "notes.txt").read_text() == "mine"
+    (out_dir / "notes.txt").unlink()  # an import and nothing else: replaced
+    assert fwlab(ctx, "import", "csv", curve_csv(ctx), "--out", out_dir, "--overwrite")[0] == 0
 
 
 # --- 2. silent wrong results: settings out of range ---------------------------------------------
@@ -337,6 +378,79 @@ def _(ctx):
     assert not (ctx.tmp / "r").exists()  # no stray config.json
 
 
+@pytest.mark.parametrize("edit, why", [
+    (lambda m: m["train"]["shards"][0].update(file=5), "train shard 0: {'file': 5"),
+    (lambda m: m.clear() or m.update(config=5, train={"shards": []}, val={"shards": []}),
+     "was prepared with other settings"),
+])
+def test_prepare_onto_a_folder_with_a_malformed_manifest(edit, why, lab, tmp_path):
+    from fwlab.prepare import prepare
+    data = lab.copy_data(tmp_path / "data")
+    m = json.loads((data / "manifest.json").read_text())
+    edit(m)
+    (data / "manifest.json").write_text(json.dumps(m))
+    before = tree(data)
+    with pytest.raises(FwlabError, match=re.escape(why)):
+        prepare(str(lab.source), str(data), max_tokens=24_000, val_tokens=3_000,
+                shard_tokens=8_000, workers=1, progress=False)
+    assert tree(data) == before
+    (data / "manifest.json").write_text("[1]")
+    with pytest.raises(FwlabError, match="not a manifest"):
+        prepare(str(lab.source), str(data), max_tokens=24_000, val_tokens=3_000,
+                shard_tokens=8_000, workers=1, progress=False)
+
+
+# --- 12. run and sweep files with values of the wrong type --------------------------------------------
+def edit_json(path: Path, fn) -> None:
+    doc = json.loads(path.read_text())
+    fn(doc)
+    path.write_text(json.dumps(doc))
+
+
+@pytest.mark.parametrize("what, edit, why", [
+    ("sweep.json {'runs': 5}", lambda d: d.update(runs=5), "key 'runs' must be a list"),
+    ("sweep.json run name '../../x'", lambda d: d["runs"][0].update(name="../../x"),
+     "runs[0] name '../../x' is not a folder name"),
+    ("sweep.json max_iters 30.7", lambda d: d["runs"][0].update(max_iters=30.7),
+     "max_iters=30.7 must be a whole number"),
+])
+def test_sweep_json_with_a_wrong_value(what, edit, why, lab, tmp_path, capsys):
+    sweep = tmp_path / "sw"
+    shutil.copytree(lab.run, sweep / "runs" / "b4", ignore=shutil.ignore_patterns("ckpt"))
+    (sweep / "sweep.json").write_text(json.dumps(dict(
+        mode="independent", budgets=[4], runs=[dict(name="b4", budget=4, role="run", max_iters=4,
+                                                    status="completed")])))
+    edit_json(sweep / "sweep.json", edit)
+    ctx = types.SimpleNamespace(capsys=capsys)
+    for cmd in (["plan", "--from", sweep, "--tok-per-s", "100"],
+                ["check-claims", EXAMPLE_CLAIMS, "--from", sweep]):
+        rc, out = fwlab(ctx, *cmd)
+        assert rc == 2 and why in out and "Traceback" not in out, (cmd, out)
+
+
+@pytest.mark.parametrize("file, edit, why", [
+    ("config.json", lambda d: d.update(tokens_per_iter="x"), "tokens_per_iter='x' must be a whole"),
+    ("final.json", lambda d: d.update(iters=6.5), "iters=6.5 must be a whole number"),
+    ("final.json", lambda d: d.update(final_val_loss=[3]), "final_val_loss=[3] must be a number"),
+])
+def test_run_files_with_a_wrong_value(file, edit, why, lab, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(lab.run, run, ignore=shutil.ignore_patterns("ckpt"))
+    edit_json(run / file, edit)
+    rc, out = fwlab(types.SimpleNamespace(capsys=capsys), "plan", "--from", run, "--tok-per-s", "100")
+    assert rc == 2 and f"{run / file}: {why}" in out and "Traceback" not in out, out
+
+
+@case("metrics.jsonl with a val_loss that is text")
+def _(ctx):
+    run = ctx.tmp / "run"
+    shutil.copytree(ctx.lab.run, run, ignore=shutil.ignore_patterns("ckpt"))
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write('{"iter": 7, "val_loss": "low"}\n{}\n')
+    rc, out = fwlab(ctx, "plan", "--from", run, "--tok-per-s", "100")
+    assert rc == 2 and "the line of iteration 7 has val_loss='low', not a number" in out, out
+
+
 # --- 9. a random-bytes checkpoint -------------------------------------------------------------------
 @case("a random-bytes checkpoint")
 def _(ctx):
@@ -430,6 +544,93 @@ def _(ctx):
         train(tiny_cfg(ctx.lab.data, ctx.tmp / "r"))
 
 
+@pytest.mark.parametrize("cmd", ["export", "import", "sweep", "report", "plan", "check-claims --csv"])
+def test_out_under_a_file(cmd, lab, tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    out_dir = tmp_path / "f" / "sub" / "out"
+    sweep_flags = train_flags(lab.data, out_dir, schedule="wsd")
+    i = sweep_flags.index("--max-iters")
+    del sweep_flags[i:i + 2]
+    plan_json = tmp_path / "plan.json"
+    plan_json.write_text(json.dumps({"rows": [], "tokens_per_iter": 524288, "preset": "40m"}))
+    argv = {"export": ["export", "--run", lab.run, "--out", out_dir, "--no-verify"],
+            "import": ["import", "csv", curve_csv(types.SimpleNamespace(tmp=tmp_path)), "--out",
+                       out_dir],
+            "sweep": ["sweep", *sweep_flags, "--budgets", "4,8", "--mode", "wsd"],
+            "report": ["report", lab.run, "--out", out_dir],
+            "plan": [*PLAN, "--tok-per-s", "1000", "--out", out_dir],
+            "check-claims --csv": ["check-claims", EXAMPLE_CLAIMS, "--from", plan_json, "--csv",
+                                   out_dir]}[cmd]
+    if cmd == "export":
+        pytest.importorskip("transformers")
+    rc, out = fwlab(types.SimpleNamespace(capsys=capsys), *argv)
+    if cmd.startswith("check-claims"):  # the verdicts are printed before the CSV is written
+        out = out.splitlines(keepends=True)[-1]
+    assert rc == 2 and out.count("\n") == 1 and "Traceback" not in out, out
+    assert f"{tmp_path / 'f'} is a file" in out or f"{tmp_path / 'f'}: is a file" in out, out
+    assert "nothing was written" in out or "are as they were" in out, out
+    assert (tmp_path / "f").read_text() == "x"
+
+
+@pytest.mark.parametrize("cmd", ["export", "import", "sweep", "report"])
+def test_read_only_filesystem(cmd, lab, tmp_path, capsys, monkeypatch):
+    """What a read-only filesystem (EROFS) gives wherever the command first creates a file or
+    folder beside --out, simulated (mounting one needs root)."""
+    import tempfile
+    real_mkdtemp, real_mkdir = tempfile.mkdtemp, Path.mkdir
+    ro = tmp_path / "ro"
+    real_mkdir(ro)
+
+    def refuse(path):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, dir=None, **kw: refuse(dir) if str(dir).startswith(str(ro)) else real_mkdtemp(*a, dir=dir, **kw))
+    monkeypatch.setattr(Path, "mkdir", lambda self, *a, **kw: refuse(self) if str(self).startswith(str(ro)) else real_mkdir(self, *a, **kw))
+    out_dir = ro / "out"
+    sweep_flags = train_flags(lab.data, out_dir, schedule="wsd")
+    i = sweep_flags.index("--max-iters")
+    del sweep_flags[i:i + 2]
+    argv = {"export": ["export", "--run", lab.run, "--out", out_dir, "--no-verify"],
+            "import": ["import", "csv", curve_csv(types.SimpleNamespace(tmp=tmp_path)), "--out",
+                       out_dir],
+            "sweep": ["sweep", *sweep_flags, "--budgets", "4,8", "--mode", "wsd"],
+            "report": ["report", lab.run, "--out", out_dir]}[cmd]
+    if cmd == "export":
+        pytest.importorskip("transformers")
+    rc, out = fwlab(types.SimpleNamespace(capsys=capsys), *argv)
+    assert rc == 2 and out.count("\n") == 1 and f"{out_dir}: cannot write" in out, out
+    assert "Read-only file system" in out and ("nothing was written" in out or "untouched" in out)
+    assert os.listdir(ro) == []
+
+
+@case("train resumed in a run folder that cannot be written")
+def _(ctx):
+    import builtins
+    import fwlab.train as T
+    run = ctx.lab.copy_run(ctx.tmp / "run")
+    before = tree(run)
+    real = builtins.open
+    ctx.monkeypatch.setattr(T, "open", lambda f, *a, **kw: (_ for _ in ()).throw(
+        OSError(errno.EROFS, os.strerror(errno.EROFS), str(f))) if str(f).endswith(".lock")
+        else real(f, *a, **kw), raising=False)
+    rc, out = fwlab(ctx, "train", *train_flags(ctx.lab.data, run, max_iters=6))
+    assert rc == 2 and "cannot write in the run directory" in out and "Read-only" in out, out
+    assert "its files are as they were" in out and tree(run) == before
+
+
+@case("report on a full disk")
+def _(ctx):
+    import fwlab.report as R
+
+    def full(*a, **kw):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), kw.get("cwd"))
+    ctx.monkeypatch.setattr(R.pm, "execute_notebook", full)
+    out_dir = ctx.tmp / "rep"
+    rc, out = fwlab(ctx, "report", ctx.lab.run, "--out", out_dir)
+    assert rc == 2 and f"report folder {out_dir}: cannot write the report" in out, out
+    assert "No space left on device" in out and "untouched" in out
+    assert os.listdir(out_dir) == []
+
+
 # --- 13. a diverged run --------------------------------------------------------------------------
 @case("fwlab train that diverges exits non-zero")
 def _(ctx):
@@ -439,6 +640,133 @@ def _(ctx):
     assert json.loads((out_dir / "final.json").read_text())["status"] == "diverged"
     from fwlab.train import main
     assert main(train_flags(ctx.lab.data, out_dir, lr=1e30, warmup_iters=0)) == 3  # done: same answer
+
+
+# --- 7. / 12. claims files, plan JSONs and the numeric flags of plan and sample ----------------------
+EXAMPLE_CLAIMS = Path(__file__).resolve().parents[1] / "examples" / "claims_40m_fineweb_edu.yaml"
+
+
+@pytest.mark.parametrize("old, new, why", [
+    ("iters: 6000 ", "iters: 30.7 ", "claim 1 iters 30.7: must be a whole number"),
+    ("per_iters: 10000", "per_iters: 1e4.5", "claim 5 per_iters '1e4.5': not a number"),
+    ("preset: 40m", "preset: [tiny]", "preset ['tiny']: give one preset name"),
+    ("gpu: RTX 4070", "gpu: [RTX 4070]", "claim 5: gpu ['RTX 4070']: give one GPU name"),
+    ("tokens_per_iter: 524288 ", "tokens_per_iter: 524288.5 ", "tokens_per_iter 524288.5: must be "
+                                                               "a whole number"),
+])
+def test_claims_file_with_a_wrong_value(old, new, why, tmp_path, capsys):
+    text = EXAMPLE_CLAIMS.read_text()
+    assert old in text
+    (tmp_path / "c.yaml").write_text(text.replace(old, new, 1))
+    ctx = types.SimpleNamespace(capsys=capsys)
+    rc, out = fwlab(ctx, "check-claims", tmp_path / "c.yaml", "--from", tmp_path / "none.json")
+    assert rc == 2 and why in out and "Traceback" not in out, out
+
+
+@pytest.mark.parametrize("doc, why", [
+    ({"rows": 5, "tokens_per_iter": 1}, "'rows' must be a list"),
+    ({"rows": [5], "tokens_per_iter": 524288}, "rows[0]: budget, val_loss"),
+    ({"rows": [{"budget": "x", "val_loss": 3, "val_loss_low": 2, "val_loss_high": 4}],
+      "tokens_per_iter": 524288}, "rows[0]: budget must be numbers"),
+    ({"rows": [], "tokens_per_iter": "lots"}, "'tokens_per_iter' must be a number"),
+])
+def test_check_claims_from_a_malformed_plan_json(doc, why, tmp_path, capsys):
+    (tmp_path / "plan.json").write_text(json.dumps(doc))
+    ctx = types.SimpleNamespace(capsys=capsys)
+    rc, out = fwlab(ctx, "check-claims", EXAMPLE_CLAIMS, "--from", tmp_path / "plan.json")
+    assert rc == 2 and why in out and "Traceback" not in out, out
+
+
+PLAN = ["plan", "--preset", "tiny", "--data-tokens", "34802", "--tokens-per-iter", "256",
+        "--budgets", "4,8", "--json"]
+
+
+@pytest.mark.parametrize("flag, value, why", [
+    ("--min-gain-per-hour", "nan", "--min-gain-per-hour nan: must be a finite number"),
+    ("--min-gain-per-hour", "inf", "--min-gain-per-hour inf: must be a finite number"),
+    ("--min-gain-per-hour", "-1", "--min-gain-per-hour -1: must be >= 0"),
+    ("--tok-per-s", "inf", "--tok-per-s inf: must be a finite number"),
+    ("--tok-per-s", "nan", "--tok-per-s nan: must be a finite number"),
+])
+def test_plan_refuses_a_number_out_of_range(flag, value, why, tmp_path, capsys):
+    ctx = types.SimpleNamespace(capsys=capsys)
+    args = PLAN + ([] if flag == "--tok-per-s" else ["--tok-per-s", "1000"])
+    rc, out = fwlab(ctx, *args, flag, value, "--out", tmp_path / "plan.json")
+    assert rc == 2 and why in out and "Traceback" not in out, out
+    assert not (tmp_path / "plan.json").exists()
+
+
+@pytest.mark.parametrize("flags, why", [
+    (["--temperature", "nan"], "--temperature nan: must be a finite number"),
+    (["--temperature", "inf"], "--temperature inf: must be a finite number"),
+])
+def test_sample_refuses_a_number_out_of_range(flags, why, lab, capsys):
+    ctx = types.SimpleNamespace(capsys=capsys)
+    rc, out = fwlab(ctx, "sample", "--run", lab.run, "--tokens", "2", "--device", "cpu", *flags)
+    assert rc == 2 and why in out and "Traceback" not in out, out
+
+
+@case("eval hellaswag --batch-size 0")
+def _(ctx, hellaswag=Path(__file__).resolve().parents[2] / "shared" / "data" / "hellaswag"):
+    rc, out = fwlab(ctx, "eval", "hellaswag", "--run", ctx.lab.run, "--device", "cpu", "--data",
+                    hellaswag / "hellaswag_val.jsonl.gz", "--limit", "2", "--batch-size", "0")
+    assert rc == 2 and "--batch-size 0: must be positive" in out, out
+    assert not (ctx.lab.run / "eval_hellaswag.json").exists()
+
+
+@pytest.mark.parametrize("value, why", [("nan", "must be a finite number"),
+                                        ("inf", "must be a finite number"), ("-1", "must be >= 0")])
+def test_demo_refuses_a_target_out_of_range(value, why, edu_sample, tmp_path, capsys):
+    rc, out = fwlab(types.SimpleNamespace(capsys=capsys), "demo", "--source", edu_sample, "--out",
+                    tmp_path / "demo", "--target-min", value)
+    assert rc == 2 and f"--target-min {value}: {why}" in out, out  # before a minute of timing
+    assert not (tmp_path / "demo").exists()
+
+
+@case("import --cooldown-frac inf")
+def _(ctx):
+    rc, out = fwlab(ctx, "import", "csv", curve_csv(ctx), "--out", ctx.tmp / "imp", "--lr", "1e-3",
+                    "--schedule", "wsd", "--warmup-iters", "5", "--max-iters", "200",
+                    "--cooldown-frac", "inf")
+    assert rc == 2 and "cooldown_frac=inf: must be in (0, 1]" in out, out
+    assert not (ctx.tmp / "imp").exists()
+
+
+# --- 14. a wsd sweep of too small budgets, said in the user's terms -------------------------------
+@pytest.mark.parametrize("budgets, bad", [("1", 1), ("2,8", 2), ("1,10", 1)])
+def test_wsd_sweep_of_too_small_budgets(budgets, bad, lab, tmp_path, capsys):
+    ctx = types.SimpleNamespace(capsys=capsys)
+    flags = train_flags(lab.data, tmp_path / "sw", schedule="wsd")
+    i = flags.index("--max-iters")
+    del flags[i:i + 2]  # a sweep sets it per run
+    rc, out = fwlab(ctx, "sweep", *flags, "--budgets", budgets, "--mode", "wsd")
+    assert rc == 2 and f"budget {bad}: too small for a wsd sweep" in out, out
+    assert "give budgets of at least 3" in out and "warmup_iters" not in out and "init_iter" not in out
+    assert not (tmp_path / "sw").exists()
+
+
+def test_exit_codes_are_documented(capsys):
+    """Scripts and sweeps tell the outcomes apart by the exit status: fwlab --help and the README
+    list every code the CLI returns (cli.main: 0, 2, 3, 1, 130)."""
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    for doc in (text, readme):
+        assert "exit status" in doc.lower()
+        for code, what in (("0", "done"), ("2", "error"), ("3", "diverged"), ("1", "sweep"),
+                           ("130", "interrupted")):
+            assert re.search(rf"`?{code}`? [^;]*{what}", doc), (code, doc[:300])
+
+
+@case("sweep --epochs 0.5,inf")
+def _(ctx):
+    flags = train_flags(ctx.lab.data, ctx.tmp / "sw")
+    i = flags.index("--max-iters")
+    del flags[i:i + 2]
+    rc, out = fwlab(ctx, "sweep", *flags, "--epochs", "0.5,inf")
+    assert rc == 2 and "--epochs: inf is not a finite, positive number" in out, out
+    assert not (ctx.tmp / "sw").exists()
 
 
 # --- 5. / 6. / 8. / 11. / 14. prepare's sources and output -----------------------------------------

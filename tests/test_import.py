@@ -380,9 +380,14 @@ def test_existing_out_is_kept(tmp_path):
     (tmp_path / "out" / "keep.txt").write_text("mine")
     with pytest.raises(FwlabError, match="exists and is not empty"):
         I.import_log("llmc", src, tmp_path / "out")
-    I.import_log("llmc", src, tmp_path / "out", overwrite=True)
-    assert not (tmp_path / "out" / "keep.txt").exists()
-    assert points(tmp_path / "out", "eval", "val_loss") == {0: 10.9}
+    with pytest.raises(FwlabError, match="not an earlier import"):  # --overwrite keeps it too
+        I.import_log("llmc", src, tmp_path / "out", overwrite=True)
+    assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
+    (tmp_path / "out" / "keep.txt").unlink()
+    I.import_log("llmc", src, tmp_path / "out")
+    src.write_text("s:0 tel:10.5\n")
+    I.import_log("llmc", src, tmp_path / "out", overwrite=True)  # an earlier import: replaced
+    assert points(tmp_path / "out", "eval", "val_loss") == {0: 10.5}
 
 
 def test_cli_import_prints_errors_as_one_line(tmp_path, capsys):
