@@ -234,14 +234,13 @@ def check_notebook(page, base: str, token: str, name: str, params: str, shots: P
     page.screenshot(path=str(shots / f"{stem}-2-end.png"))
     log(f"{name}: {n_code} code cells, {n_png} figure(s), "
         + ("OK" if not problems else f"{len(problems)} problem(s)"))
-    # close it without saving: the notebook file stays as it is in the repository
-    page.evaluate("() => window.jupyterapp.commands.execute('notebook:close-and-shutdown')")
-    dialog = page.locator(".jp-Dialog")
-    try:
-        dialog.wait_for(timeout=5_000)
-        dialog.get_by_role("button", name=re.compile("Don.t Save|Discard", re.I)).first.click()
-    except Exception:
-        pass
+    # close it without saving (no dialog): the notebook file stays as it is in the repository
+    page.evaluate("""async () => {
+      const w = window.jupyterapp.shell.currentWidget;
+      await w.sessionContext.shutdown();
+      w.context.model.dirty = false;
+      w.dispose();
+    }""")
     return problems
 
 
@@ -269,6 +268,9 @@ def main(argv=None) -> int:
     settings = tmp / "lab-settings" / "@jupyterlab" / "docmanager-extension"
     settings.mkdir(parents=True)
     (settings / "plugin.jupyterlab-settings").write_text(json.dumps({"autosave": False}))
+    news = tmp / "lab-settings" / "@jupyterlab" / "apputils-extension"  # no "Jupyter news?" toast
+    news.mkdir(parents=True)
+    (news / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
     env = dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="Agg", HF_HUB_OFFLINE="1",
                HF_DATASETS_OFFLINE="1", JUPYTERLAB_SETTINGS_DIR=str(tmp / "lab-settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp / "lab-workspaces"))
@@ -276,6 +278,7 @@ def main(argv=None) -> int:
     if cache.is_dir():
         env.setdefault("TIKTOKEN_CACHE_DIR", str(cache))
     problems, outside = [], []
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops the server
     lab = None
     try:
         make_inputs(python, env, Path(a.source))
@@ -299,7 +302,7 @@ def main(argv=None) -> int:
                 return route.abort()
             context.route("**/*", loopback_only)
             page = context.new_page()
-            page.on("dialog", lambda d: d.dismiss())
+            page.on("dialog", lambda d: d.accept())  # leaving a page: leave it
             for name, params in (("02_train.ipynb", TRAIN_PARAMS), ("03_analysis.ipynb", ANALYSIS_PARAMS)):
                 problems += check_notebook(page, base, token, name, params.format(work=WORK),
                                            shots, a.timeout)
