@@ -231,6 +231,7 @@ def check_notebook(page, base: str, token: str, name: str, params: str, shots: P
     for k in range(figs.count()):
         figs.nth(k).scroll_into_view_if_needed()
         figs.nth(k).screenshot(path=str(shots / f"{stem}-figure{k + 1}.png"))
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").last.scroll_into_view_if_needed()
     page.screenshot(path=str(shots / f"{stem}-2-end.png"))
     log(f"{name}: {n_code} code cells, {n_png} figure(s), "
         + ("OK" if not problems else f"{len(problems)} problem(s)"))
@@ -271,7 +272,8 @@ def main(argv=None) -> int:
     news = tmp / "lab-settings" / "@jupyterlab" / "apputils-extension"  # no "Jupyter news?" toast
     news.mkdir(parents=True)
     (news / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
-    env = dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="Agg", HF_HUB_OFFLINE="1",
+    path = os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH"))))
+    env = dict(os.environ, PYTHONPATH=path, MPLBACKEND="Agg", HF_HUB_OFFLINE="1",
                HF_DATASETS_OFFLINE="1", JUPYTERLAB_SETTINGS_DIR=str(tmp / "lab-settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(tmp / "lab-workspaces"))
     cache = REPO.parent / "shared" / "tiktoken_cache"
