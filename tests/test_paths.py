@@ -57,6 +57,7 @@ def test_the_rule(tmp_path, monkeypatch, repo):
     assert resolve_path("results/x") == repo.resolve() / "results" / "x"
     assert resolve_path("~/x") == Path.home() / "x"
     assert resolve_path("/a/../b") == Path("/b")
+    assert resolve_path("../shared/x") == repo.resolve().parent / "shared" / "x"
     outside = tmp_path / "outside" / "sub"
     outside.mkdir(parents=True)
     monkeypatch.chdir(outside)  # no .git above it: from the current directory
