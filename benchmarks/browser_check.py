@@ -162,31 +162,45 @@ def menu(page, top: str, item: str) -> None:
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(item)}$")).first.click()
 
 
-def check_notebook(page, base: str, token: str, name: str, params: str, shots: Path,
-                   timeout_s: float) -> list[str]:
-    """Open notebooks/NAME, type `params` at the end of its parameters cell, run all cells;
-    the problems found (empty when it passed)."""
-    stem = Path(name).stem
+# (label, notebook, lines typed at the end of its parameters cell, the one-line error expected)
+CASES = (
+    ("02_train", "02_train.ipynb", TRAIN_PARAMS, None),
+    ("02_train-mistyped", "02_train.ipynb", TRAIN_PARAMS + "max_iter = 40\n",
+     "unknown parameter 'max_iter'; did you mean 'max_iters'?"),
+    ("03_analysis", "03_analysis.ipynb", ANALYSIS_PARAMS, None),
+)
+
+
+def check_notebook(page, base: str, token: str, label: str, name: str, params: str,
+                   expect_error: str | None, shots: Path, timeout_s: float) -> dict:
+    """Open notebooks/NAME, type `params` at the end of its parameters cell, Run All Cells.
+    Passes when every code cell ran without an error and every figure rendered, or, with
+    `expect_error`, when the run stopped at exactly that one-line error (no traceback around it).
+    Returns dict(label, notebook, seconds, code_cells, figures, problems)."""
+    res = dict(label=label, notebook=f"notebooks/{name}", seconds=None, code_cells=None,
+               figures=0, problems=[])
+    problems = res["problems"]
     page.goto(f"{base}/lab/tree/notebooks/{name}?token={token}&reset")
     page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
                            " && window.jupyterapp.shell.currentWidget.content", timeout=90_000)
     page.wait_for_function(f"() => ({KERNEL_JS})() === 'idle'", timeout=120_000)
     cells = page.evaluate(CELLS_JS)
+    res["code_cells"] = sum(c["cell_type"] == "code" for c in cells)
     pidx = next((i for i, c in enumerate(cells) if c["cell_type"] == "code"
                  and "parameters" in c.get("metadata", {}).get("tags", [])), None)
     if pidx is None:
-        return [f"{name}: no cell tagged 'parameters'"]
-    # type the small settings as a person would: click into the cell, go to its end, type
+        problems.append(f"{label}: no cell tagged 'parameters'")
+        return res
+    # type the settings as a person would: click into the cell, go to its end, type
     editor = page.locator(".jp-Notebook .jp-Cell").nth(pidx).locator(".cm-content")
     editor.click()
     page.keyboard.press("Control+End")
     page.keyboard.insert_text(params.rstrip("\n"))
     page.keyboard.press("Escape")
-    page.screenshot(path=str(shots / f"{stem}-0-parameters.png"))
-    log(f"{name}: Run > Run All Cells")
+    page.screenshot(path=str(shots / f"{label}-0-parameters.png"))
+    log(f"{label}: Run > Run All Cells")
     t0 = time.time()
     menu(page, "Run", "Run All Cells")
-    n_code = sum(c["cell_type"] == "code" for c in cells)
 
     def finished():
         now = page.evaluate(CELLS_JS)
@@ -204,36 +218,51 @@ def check_notebook(page, base: str, token: str, name: str, params: str, shots: P
             if done:
                 break
         if time.time() - t0 > timeout_s:
-            page.screenshot(path=str(shots / f"{stem}-timeout.png"), full_page=True)
-            return [f"{name}: not finished after {timeout_s:.0f} s"]
-    log(f"{name}: ran in {time.time() - t0:.1f} s")
-    problems = []
-    for i, c in enumerate(now):
-        if c["cell_type"] != "code":
-            continue
-        if not c.get("execution_count"):
-            problems.append(f"{name}: cell {i} did not run")
-        for o in c.get("outputs", []):
-            if o.get("output_type") == "error":
-                problems.append(f"{name}: cell {i} raised {o.get('ename')}: {o.get('evalue')}")
-    n_png = sum("image/png" in o.get("data", {}) for c in now for o in c.get("outputs", []))
-    if n_png == 0:
-        problems.append(f"{name}: no figure among the outputs")
-    # rendered: every <img> in the outputs has loaded with a real size
-    page.wait_for_function("() => Array.from(document.querySelectorAll('.jp-OutputArea-output img'))"
-                           ".every(i => i.complete)", timeout=30_000)
-    imgs = page.evaluate(IMAGES_JS)
-    if len(imgs) < n_png or any(not (i["done"] and i["w"] > 100 and i["h"] > 100) for i in imgs):
-        problems.append(f"{name}: figures not rendered in the page ({imgs}, {n_png} in the model)")
-    # screenshots: the whole notebook, and each figure as the page shows it
-    page.screenshot(path=str(shots / f"{stem}-1-after-run.png"))
+            page.screenshot(path=str(shots / f"{label}-timeout.png"), full_page=True)
+            problems.append(f"{label}: not finished after {timeout_s:.0f} s")
+            return res
+    res["seconds"] = round(time.time() - t0, 1)
+    log(f"{label}: ran in {res['seconds']} s")
+    errors = [(i, o) for i, c in enumerate(now) if c["cell_type"] == "code"
+              for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    if expect_error is None:
+        for i, c in enumerate(now):
+            if c["cell_type"] == "code" and not c.get("execution_count"):
+                problems.append(f"{label}: cell {i} did not run")
+        for i, o in errors:
+            problems.append(f"{label}: cell {i} raised {o.get('ename')}: {o.get('evalue')}")
+        n_png = sum("image/png" in o.get("data", {}) for c in now for o in c.get("outputs", []))
+        res["figures"] = n_png
+        if n_png == 0:
+            problems.append(f"{label}: no figure among the outputs")
+        # rendered: every <img> in the outputs has loaded with a real size
+        page.wait_for_function("() => Array.from(document.querySelectorAll("
+                               "'.jp-OutputArea-output img')).every(i => i.complete)", timeout=30_000)
+        imgs = page.evaluate(IMAGES_JS)
+        if len(imgs) < n_png or any(not (i["done"] and i["w"] > 100 and i["h"] > 100) for i in imgs):
+            problems.append(f"{label}: figures not rendered in the page ({imgs}, {n_png} in the model)")
+    else:
+        shown = [o.get("traceback") for _, o in errors]
+        if shown != [[expect_error]]:
+            problems.append(f"{label}: expected the one-line error {expect_error!r}, got {shown}")
+        text = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output"
+                            "[data-mime-type='application/vnd.jupyter.stderr']").all_inner_texts()
+        if not any(t.strip() == expect_error for t in text):
+            problems.append(f"{label}: the page does not show {expect_error!r} alone ({text})")
+        res["error_shown"] = text
+    # screenshots: the notebook after the run, each figure as the page shows it, the last cell
+    page.screenshot(path=str(shots / f"{label}-1-after-run.png"))
     figs = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output img")
     for k in range(figs.count()):
         figs.nth(k).scroll_into_view_if_needed()
-        figs.nth(k).screenshot(path=str(shots / f"{stem}-figure{k + 1}.png"))
-    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").last.scroll_into_view_if_needed()
-    page.screenshot(path=str(shots / f"{stem}-2-end.png"))
-    log(f"{name}: {n_code} code cells, {n_png} figure(s), "
+        figs.nth(k).screenshot(path=str(shots / f"{label}-figure{k + 1}.png"))
+    target = (page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output"
+                           "[data-mime-type='application/vnd.jupyter.stderr']").last
+              if expect_error else page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").last)
+    if target.count():
+        target.scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / f"{label}-2-end.png"))
+    log(f"{label}: {res['code_cells']} code cells, {res['figures']} figure(s), "
         + ("OK" if not problems else f"{len(problems)} problem(s)"))
     # close it without saving (no dialog): the notebook file stays as it is in the repository
     page.evaluate("""async () => {
@@ -242,7 +271,30 @@ def check_notebook(page, base: str, token: str, name: str, params: str, shots: P
       w.context.model.dirty = false;
       w.dispose();
     }""")
-    return problems
+    return res
+
+
+def write_record(path: Path, python: str, env: dict, started: str, results: list, problems: list,
+                 versions: dict, tcp_warning: bool, argv: list) -> None:
+    """The run as a small JSON record (benchmarks/records/): what ran, on what, with what result."""
+    from importlib.metadata import version
+
+    sys.path.insert(0, str(REPO))
+    from fwlab.records import code_record
+    from fwlab.utils import atomic_write_json
+    probe = subprocess.run([python, "-c", "import jupyterlab, jupyter_client, ipykernel; print("
+                            "jupyterlab.__version__, jupyter_client.__version__, "
+                            "ipykernel.__version__)"], env=env, capture_output=True, text=True)
+    lab, client, kernel = (probe.stdout.split() + [None] * 3)[:3]
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), None) if Path("/proc/cpuinfo").exists() else None
+    atomic_write_json(path, dict(
+        benchmark="browser_check", started=started, command="python benchmarks/browser_check.py "
+        + " ".join(argv), ok=not problems, problems=problems, notebooks=results,
+        kernel_warned_tcp_without_encryption=tcp_warning,
+        versions=dict(versions, jupyterlab=lab, jupyter_client=client, ipykernel=kernel,
+                      playwright=version("playwright")),
+        machine=dict(cpu=cpu, cores=os.cpu_count()), code=code_record()))
 
 
 def main(argv=None) -> int:
@@ -254,6 +306,9 @@ def main(argv=None) -> int:
     ap.add_argument("--source", default=str(SAMPLE), help="the local FineWeb-Edu file to prepare")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per notebook run")
     ap.add_argument("--headed", action="store_true", help="show the browser window")
+    ap.add_argument("--record", default=str(REPO / "benchmarks" / "records" / "browser_check.json"),
+                    help="write the result here as JSON ('' = no record; default: "
+                         "benchmarks/records/browser_check.json)")
     a = ap.parse_args(argv)
     from playwright.sync_api import sync_playwright  # the checker's venv, not the project's
 
@@ -279,7 +334,8 @@ def main(argv=None) -> int:
     cache = REPO.parent / "shared" / "tiktoken_cache"
     if cache.is_dir():
         env.setdefault("TIKTOKEN_CACHE_DIR", str(cache))
-    problems, outside = [], []
+    problems, outside, results, versions = [], [], [], {}
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops the server
     lab = None
     try:
@@ -294,6 +350,7 @@ def main(argv=None) -> int:
                 args.append("--no-sandbox")
             browser = p.chromium.launch(executable_path=a.chromium, headless=not a.headed,
                                         args=args)
+            versions["chromium"] = browser.version
             context = browser.new_context(viewport={"width": 1400, "height": 1000})
 
             def loopback_only(route):
@@ -305,9 +362,11 @@ def main(argv=None) -> int:
             context.route("**/*", loopback_only)
             page = context.new_page()
             page.on("dialog", lambda d: d.accept())  # leaving a page: leave it
-            for name, params in (("02_train.ipynb", TRAIN_PARAMS), ("03_analysis.ipynb", ANALYSIS_PARAMS)):
-                problems += check_notebook(page, base, token, name, params.format(work=WORK),
-                                           shots, a.timeout)
+            for label, name, params, expect in CASES:
+                r = check_notebook(page, base, token, label, name, params.format(work=WORK),
+                                   expect, shots, a.timeout)
+                results.append(r)
+                problems += r["problems"]
             browser.close()
     except CheckFailed as e:
         print(f"browser_check: {e}", file=sys.stderr)
@@ -331,6 +390,10 @@ def main(argv=None) -> int:
         problems.append(f"requests to other hosts (aborted): {sorted(set(outside))[:5]}")
     for pr in problems:
         print(f"FAIL {pr}")
+    if a.record:
+        write_record(Path(a.record), python, env, started, results, problems, versions,
+                     tcp_warning="without encryption" in lablog, argv=sys.argv[1:])
+        log(f"record: {a.record}")
     print(f"browser check: {'FAILED' if problems else 'OK'}; screenshots in {shots}")
     return 1 if problems else 0
 
