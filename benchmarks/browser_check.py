@@ -286,12 +286,21 @@ def write_record(path: Path, python: str, env: dict, started: str, results: list
                             "jupyterlab.__version__, jupyter_client.__version__, "
                             "ipykernel.__version__)"], env=env, capture_output=True, text=True)
     lab, client, kernel = (probe.stdout.split() + [None] * 3)[:3]
+    spec = subprocess.run([python, "-c", "import json; from jupyter_client.kernelspec import "
+                           "KernelSpecManager as M; k = M().get_kernel_spec('python3'); print(json."
+                           "dumps([k.resource_dir, k.metadata.get('kernel_provisioner')]))"],
+                          env=env, capture_output=True, text=True)
+    try:
+        spec_dir, provisioner = json.loads(spec.stdout)
+    except ValueError:
+        spec_dir = provisioner = None
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), None) if Path("/proc/cpuinfo").exists() else None
     atomic_write_json(path, dict(
         benchmark="browser_check", started=started, command="python benchmarks/browser_check.py "
         + " ".join(argv), ok=not problems, problems=problems, notebooks=results,
         kernel_warned_tcp_without_encryption=tcp_warning,
+        kernelspec=dict(python3=spec_dir, provisioner=(provisioner or {}).get("provisioner_name")),
         versions=dict(versions, jupyterlab=lab, jupyter_client=client, ipykernel=kernel,
                       playwright=version("playwright")),
         machine=dict(cpu=cpu, cores=os.cpu_count()), code=code_record()))
