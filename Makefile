@@ -24,13 +24,18 @@ DEMO_ARGS   ?=
 
 setup: $(STAMP)
 
-# The venv is rebuilt when requirements.txt or pyproject.toml change. The Jupyter kernel the
-# notebooks name ("python3") is registered inside the venv so papermill runs them with its python.
+# The venv is rebuilt when requirements.txt or pyproject.toml change (fwlab itself is installed
+# once, by the `-e .[export]` line of requirements.txt). The Jupyter kernel the notebooks name
+# ("python3") is registered inside the venv so papermill and JupyterLab run them with its python,
+# and started through fwlab's provisioner (fwlab/kernels.py): encrypted sockets, so no kernel
+# warns that it runs over TCP without encryption.
+KERNEL_JSON := $(VENV)/share/jupyter/kernels/python3/kernel.json
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip >/dev/null
 	$(PY) -m pip install -r requirements.txt
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (fwlab)"
+	$(PY) -m fwlab.kernels $(KERNEL_JSON)
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -386,8 +386,11 @@ def _run_import(a):
     from fwlab import importers
     from fwlab.utils import parse_count
     spec = None
+    if not str(a.src).startswith(("http://", "https://")):  # a local log: the one path rule
+        a.src = str(resolve_path(a.src))
     if a.lr_schedule:
-        text = Path(a.lr_schedule).read_text() if Path(a.lr_schedule).is_file() else a.lr_schedule
+        path = resolve_path(a.lr_schedule)  # a JSON file, or the JSON itself
+        text = path.read_text() if path.is_file() else a.lr_schedule
         try:
             spec = json.loads(text)
         except json.JSONDecodeError as e:

@@ -165,9 +165,9 @@ def resolve_path(path: str | os.PathLike) -> Path:
     directory when that is not inside a repository. Returns the absolute path, which is what error
     messages then name."""
     p = Path(os.path.expanduser(str(path)))
-    if p.is_absolute():
-        return Path(os.path.normpath(p))
-    return (repository_root() or Path.cwd().resolve()) / p
+    if not p.is_absolute():
+        p = (repository_root() or Path.cwd().resolve()) / p
+    return Path(os.path.normpath(p))  # "../shared/x" is named as the folder it means
 
 
 def asset(*parts: str) -> Path:
