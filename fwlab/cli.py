@@ -124,7 +124,9 @@ def _add_plan(sub):
                    help="unique training tokens, e.g. 3.68e9 (default: the --from runs' data)")
     p.add_argument("--tokens-per-iter", default=None,
                    help="default: the --from runs', else 524288")
-    p.add_argument("--budgets", default="6000,10000,15000,20000")
+    p.add_argument("--budgets", default=None,
+                   help="iteration budgets to plan, e.g. 6000,10000 (default: the --from sweep's "
+                        "own budgets, else 6000,10000,15000,20000)")
     p.add_argument("--from", dest="from_", nargs="*", default=[], help="runs or sweeps to fit")
     p.add_argument("--measure-iters", type=int, default=10,
                    help="micro-steps timed to measure this machine's tokens/s")

@@ -431,6 +431,8 @@ def loss_forecast_for(budgets, tokens_per_iter: int, data_tokens: float, preset:
                               f"plan {int(tokens_per_iter)} (the fit is in tokens)")
             return out
         # a budget the source has run to completion in this very setting: its measured value
+        # (the law's own value kept: comparisons between budgets want one model on both sides)
+        out["forecast_val_loss"] = np.array(out["val_loss"], dtype=float)
         fin = points[(points["kind"] == "final")
                      & np.isclose(points["unique_tokens"], data_tokens, rtol=1e-3)]
         z = normal_z(level)
