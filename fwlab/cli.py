@@ -106,12 +106,19 @@ def _add_report(sub):
                    help="report directory (default: SWEEP/report for a single sweep; required "
                         "otherwise)")
     p.add_argument("--claims", default=None, help="claims YAML whose verdicts the report shows")
+    p.add_argument("--reference", nargs="+", default=None, metavar="NAME_OR_DIR",
+                   help="published curves to overlay: names of runs in the reference-curves "
+                        "folder, curve folders (curve.csv + run.json), or the folder itself for "
+                        "its default selection (default: llm.c 124M on FineWeb and the "
+                        "FineWeb-Edu 124M run, when ../shared/data/reference-curves is found)")
+    p.add_argument("--no-reference", action="store_true", help="overlay no published curves")
     p.set_defaults(func=_run_report)
 
 
 def _run_report(a):
     from fwlab import report
-    out = report.make_report(a.sources, claims=a.claims, out=a.out)
+    ref = None if a.no_reference else (a.reference or "auto")
+    out = report.make_report(a.sources, claims=a.claims, out=a.out, reference=ref)
     print(f"report: {out}")
 
 

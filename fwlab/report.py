@@ -699,11 +699,12 @@ def report_dir_for(sources, out=None) -> Path:
                      f"--out DIR (only a single sweep has a default, SWEEP/report)")
 
 
-def make_report(sources, claims=None, log_x: bool = True, out=None) -> Path:
+def make_report(sources, claims=None, log_x: bool = True, out=None, reference="auto") -> Path:
     """Execute notebooks/03_analysis.ipynb (papermill) for a sweep, several, or run directories
     trained separately, into `out` (default SWEEP/report/ for one sweep): analysis.ipynb,
     report.html (no code cells), curves.png and summary.csv (those two written by the notebook).
-    Returns the report directory."""
+    `reference`: published curves to overlay (resolve_references: "auto", None, the
+    reference-curves folder, or names/curve folders). Returns the report directory."""
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     sources = [resolve_path(s).resolve() for s in sources]
@@ -715,6 +716,10 @@ def make_report(sources, claims=None, log_x: bool = True, out=None) -> Path:
     if claims is not None:
         claims = resolve_path(claims)
         load_claims(claims)  # a malformed claims file is the user's to fix: say so now
+    if reference not in (None, "auto"):  # a wrong name or folder: say so before any kernel starts
+        items = [reference] if isinstance(reference, (str, os.PathLike)) else list(reference)
+        reference = [str(resolve_path(i)) if resolve_path(i).exists() else str(i) for i in items]
+        resolve_references(reference)
     if not NOTEBOOK.is_file():
         raise FwlabError(f"{NOTEBOOK}: the analysis notebook is missing from this installation")
     out.mkdir(parents=True, exist_ok=True)
@@ -725,7 +730,8 @@ def make_report(sources, claims=None, log_x: bool = True, out=None) -> Path:
             nb = pm.execute_notebook(
                 str(NOTEBOOK), str(tmp), kernel_name="python3", cwd=str(out),
                 parameters=dict(sweep_dir=given, claims=None if claims is None else str(claims),
-                                log_x=bool(log_x), report_dir=str(out)),
+                                log_x=bool(log_x), report_dir=str(out),
+                                reference=reference),
                 progress_bar=True, start_timeout=180,  # a kernel starts slowly on a busy CPU
                 config=kernel_config())
         except pm.PapermillExecutionError as e:
