@@ -250,6 +250,10 @@ def _add_demo(sub):
     p.add_argument("--target-min", type=float, default=8.0,
                    help="size the sweep to end in about this many minutes on this machine, from "
                         "a few timed training steps (default 8; 0 = use every token asked)")
+    p.add_argument("--reference", default=None, metavar="DIR",
+                   help="the folder of published curves: the demo also imports its real 124M "
+                        "WSD sweep and reports it beside the CPU sweep (default: "
+                        "../shared/data/reference-curves when it exists)")
     p.set_defaults(func=_run_demo)
 
 
