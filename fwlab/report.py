@@ -15,6 +15,7 @@ make_report     executes notebooks/03_analysis.ipynb into REPORT_DIR: analysis.i
 from __future__ import annotations
 
 import io
+import math
 import os
 from pathlib import Path
 
@@ -256,9 +257,12 @@ def _colors(n: int):
 
 
 def _log_axis(axis, fmt) -> None:
-    """Labels at 1, 2 and 5 x 10^k in plain numbers (fmt), none on the minor ticks: matplotlib's
-    default labels every minor tick of a short log axis ("3x10^4 4x10^4"), where they overlap."""
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    """Labels at 1, 2 and 5 x 10^k (over at most 3 decades; else at powers of 10) in plain
+    numbers (fmt), none on the minor ticks: matplotlib's default labels every minor tick of a
+    short log axis ("3x10^4 4x10^4"), where they overlap. Call after the limits are set."""
+    lo, hi = sorted(axis.get_view_interval())
+    decades = math.log10(hi / lo) if lo > 0 and hi > 0 else 99
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 3 else (1.0,)))
     axis.set_major_formatter(FuncFormatter(lambda v, _: fmt(v)))
     axis.set_minor_formatter(NullFormatter())
 
@@ -438,6 +442,8 @@ def plot_curves(lab: Lab, log_x: bool = True, train: bool = True, xs=("tokens", 
     keep the scale the budgets differ on. Returns a matplotlib Figure (no pyplot: safe on any
     backend)."""
     refs = list(reference or [])
+    if len(lab.evals) and not lab.evals["hours"].notna().any():  # e.g. imported: no clock
+        xs = [x for x in xs if x != "hours"] or ["tokens"]
     runs = lab.runs[lab.runs["is_budget"]] if budgets_only else lab.runs
     runs = runs.sort_values(["sweep", "max_iters", "name"], kind="stable")
     n_ax = len(xs) + (1 if refs else 0)
@@ -453,13 +459,6 @@ def plot_curves(lab: Lab, log_x: bool = True, train: bool = True, xs=("tokens", 
     uni = unigram_loss(lab) if baseline == "auto" else baseline
     for ax, x in zip(axes, xs):
         y_tail, x_max = [], 0.0
-        if x == "hours" and not lab.evals["hours"].notna().any():
-            ax.text(0.5, 0.5, "no wall-clock times in these runs (hours unknown)",
-                    transform=ax.transAxes, ha="center", va="center", color="gray")
-            ax.set_xlabel("wall-clock hours (budget alone)")
-            ax.set_yticks([])
-            ax.set_xticks([])
-            continue
         others = 0
         for _, r in runs.iterrows():
             minor = r["run"] not in colors
@@ -493,7 +492,7 @@ def plot_curves(lab: Lab, log_x: bool = True, train: bool = True, xs=("tokens", 
                         label=label + (" trunk" if trunk_like else ""), zorder=3)
             if len(ev) and not minor:
                 x_max = max(x_max, float(ev[x].max()))
-                y_tail.append(ev[[x, "val_loss"]])
+                y_tail.append(ev[[x, "val_loss"]].assign(kind="val"))
             if train and not minor:
                 tr = lab.train[lab.train["run"] == r["run"]].sort_values("iter")
                 smooth = tr["train_loss"].ewm(span=max(2, len(tr) // 25)).mean()
@@ -504,7 +503,8 @@ def plot_curves(lab: Lab, log_x: bool = True, train: bool = True, xs=("tokens", 
                     keep &= (tr[x] > 0) & (tr["tokens"] > 0)
                 ax.plot(tr[x][keep], smooth[keep], color=c, lw=0.8, alpha=0.35, clip_on=True)
                 if keep.any():
-                    y_tail.append(pd.DataFrame({x: tr[x][keep], "val_loss": smooth[keep]}))
+                    y_tail.append(pd.DataFrame({x: tr[x][keep], "val_loss": smooth[keep],
+                                                "kind": "train"}))
             if bp is not None:
                 ax.plot(*bp, marker="o", ms=8, mfc="none", mec="black", mew=1.2, ls="none")
         _epoch_lines(ax, lab, runs, x)
@@ -514,8 +514,11 @@ def plot_curves(lab: Lab, log_x: bool = True, train: bool = True, xs=("tokens", 
         # would flatten the differences between budgets, which are what the plot is for. The
         # smoothed training curves count too, so that they stay inside the axes.
         x_lo = (0.01 if log_x else 0.1) * x_max
-        tail = pd.concat(y_tail) if y_tail else pd.DataFrame(columns=[x, "val_loss"])
+        tail = pd.concat(y_tail) if y_tail else pd.DataFrame(columns=[x, "val_loss", "kind"])
         tail = tail[tail[x] >= x_lo]
+        first = tail[(tail["kind"] == "val") & (tail[x] > 0)][x]
+        if log_x and len(first):  # from the first evaluation shown: train points before it
+            tail = tail[tail[x] >= float(first.min())]  # would be off-scale
         vals = tail["val_loss"].dropna()
         show_uni = False
         if len(vals):
@@ -526,10 +529,8 @@ def plot_curves(lab: Lab, log_x: bool = True, train: bool = True, xs=("tokens", 
                 lo, hi = min(lo, uni["loss"]), max(hi, uni["loss"])
             pad = 0.08 * (hi - lo or 1.0)
             ax.set_ylim(lo - pad, hi + pad)
-            if log_x:  # from the first point shown (points before it are off-scale)
-                first = tail[x][tail[x] > 0]
-                if len(first):
-                    ax.set_xlim(0.8 * max(x_lo, float(first.min())), 1.05 * x_max)
+            if log_x and len(first):
+                ax.set_xlim(0.8 * max(x_lo, float(first.min())), 1.05 * x_max)
         if show_uni:
             ax.axhline(uni["loss"], color="tab:red", ls="-.", lw=0.9,
                        label=f"unigram baseline {uni['loss']:.2f} (token frequencies only)")
@@ -544,10 +545,17 @@ def plot_curves(lab: Lab, log_x: bool = True, train: bool = True, xs=("tokens", 
     if refs:
         plot_reference(lab, refs, ax=axes[-1], budgets_only=True, log_x=True)
     if title is None:
-        names = ", ".join(str(n) for n in lab.runs["sweep"].unique() if n) or "runs"
+        names = ", ".join(_sweep_name(p) for p in lab.sweeps["path"]) if len(lab.sweeps) else ""
+        names = names or f"{len(lab.runs)} runs"
         title = f"Validation loss of every budget: {names}"
     fig.suptitle(title, fontsize=11)
     return fig
+
+
+def _sweep_name(path) -> str:
+    """A sweep's directory name, with its parent's when it is just "sweep" (results/demo/sweep)."""
+    p = Path(str(path))
+    return f"{p.parent.name}/{p.name}" if p.name == "sweep" and p.parent.name else p.name
 
 
 def _epoch_lines(ax, lab: Lab, runs: pd.DataFrame, x: str) -> None:
