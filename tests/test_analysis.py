@@ -606,3 +606,21 @@ def test_report_of_an_imported_124m_sweep_with_an_overlay(tmp_path):
     assert "train 50,000 iterations" in html
     assert "published curves: llmc_124M_adamw_cosine_19560" in html
     assert "hours unknown" in html
+
+
+@needs_refs
+def test_the_training_notebook_shows_its_run_among_published_curves(tiny_data, tmp_path):
+    import papermill as pm
+    nb = Path(__file__).resolve().parents[1] / "notebooks" / "02_train.ipynb"
+    pm.execute_notebook(str(nb), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                        cwd=str(tmp_path), progress_bar=False,
+                        parameters=dict(max_iters=4, preset="tiny", data_dir=str(tiny_data),
+                                        run_dir="nbrun", tokens_per_iter=512, eval_interval=2,
+                                        eval_tokens=1024, device="cpu", dtype="float32",
+                                        compile=False, extra={"progress": False}))
+    out = json.loads((tmp_path / "out.ipynb").read_text())
+    last = [c for c in out["cells"] if c["cell_type"] == "code"][-1]
+    pngs = [o for o in last["outputs"] if "image/png" in o.get("data", {})]
+    assert len(pngs) == 2  # its own curves, then the same run among the published ones
+    text = "".join("".join(o.get("text", "")) for o in last["outputs"])
+    assert "published curves: the default selection" in text
