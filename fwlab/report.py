@@ -234,12 +234,21 @@ def describe(lab: Lab) -> str:
         compute_h = r["wall_s"].sum() / 3600
         ipt = s["tokens_per_iter"] if pd.notna(s["tokens_per_iter"]) else r["tokens_per_iter"].max()
         tpe = r["tokens_per_epoch"].median()
+        preset = s["preset"] or (r["preset"].dropna().iloc[0] if r["preset"].notna().any() else None)
+        imported = any((lab.config(k).get("imported_from") or {}) for k in r["run"])
+        what = (f"preset `{preset}`" if preset else
+                "model " + (f"of {fmt_tokens(r['n_params'].max())} parameters"
+                            if r["n_params"].notna().any() else "unknown")
+                + (" (imported runs)" if imported else ""))
         lines.append(
-            f"**{s['path']}** — mode `{s['mode']}`, preset `{s['preset'] or r['preset'].iloc[0]}`, "
+            f"**{s['path']}** — mode `{s['mode']}`, {what}, "
             f"budgets {', '.join(f'{int(b):,}' for b in s['budgets'])} iterations, "
-            f"{_fmt(ipt, ',')} tokens/iteration, {fmt_tokens(tpe)} training tokens per epoch; "
-            f"{len(r)} runs, {_fmt(s['total_iters_computed'], ',')} iterations computed in "
-            f"{compute_h:.3g} measured hours.")
+            f"{_fmt(ipt, ',')} tokens/iteration, "
+            + (f"{fmt_tokens(tpe)} training tokens per epoch; " if pd.notna(tpe) else
+               "training-set size unknown (no epochs); ")
+            + f"{len(r)} runs, {_fmt(s['total_iters_computed'], ',')} iterations computed"
+            + (f" in {compute_h:.3g} measured hours." if r["wall_s"].notna().any() else
+               ", their hours not recorded."))
         bad = r[~r["status"].isin(FINISHED)]
         for _, b in bad.iterrows():
             why = f": {b['error']}" if b["error"] else ""
