@@ -2,7 +2,8 @@
 by side, with the gain per extra hour over the next-smaller budget, and a recommendation: the
 largest budget whose extra hour still buys more than `min_gain_per_hour` nats
 (DEFAULT_MIN_GAIN_PER_HOUR, 0.01). The loss comes from fwlab/forecast.py (`loss_forecast_for`)
-when curves are given (--from), else from a prior (fwlab/prior.py); hours from measured tokens/s, or a named GPU's peak FLOPs x an MFU range (`gpu_hours`).
+when curves are given (--from), else from a prior (fwlab/prior.py); hours from measured
+tokens/s, or a named GPU's peak FLOPs x an MFU range (`gpu_hours`).
 
 Throughput: fwlab/throughput.py measures this machine's tokens/s with the trainer's own step.
 

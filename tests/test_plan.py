@@ -230,3 +230,20 @@ def test_plan_from_an_imported_reference_sweep(tmp_path):
     assert [r["loss_basis"] for r in p["rows"]] == [
         f"measured (wsd-linear-0.2_{b})" for b in (15000, 25000, 35000, 50000)]
     assert "constant LR" in p["loss_method"]  # the schedule is only the logged lr: said
+
+
+def test_advice_for_a_running_run_follows_the_forecast(tmp_path):
+    sweep = write_sweep(tmp_path / "sw")
+    (sweep / "runs" / "b200" / "final.json").unlink()  # the trunk is still training
+    state = json.loads((sweep / "sweep.json").read_text())
+    for r in state["runs"]:
+        if r["name"] == "b200":
+            r["status"] = "running"
+    (sweep / "sweep.json").write_text(json.dumps(state))
+    for thr, word in ((0.01, "keep training"), (1e9, "cool down")):
+        p = P.plan("tiny", 290_000, 4096, [60, 100, 150, 200], sources=[sweep], tok_per_s=2000,
+                   n_boot=10, progress=False, min_gain_per_hour=thr)
+        (pl,) = [x for x in p["plateau"] if x["run"] == "b200"]
+        assert pl["status"] == "running" and word in pl["advice"]
+        assert pl["plateaued"] is (word == "cool down")
+        assert str(f"{p['recommendation']['budget']:,}") in pl["advice"]
