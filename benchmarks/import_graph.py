@@ -16,7 +16,7 @@ FWLAB = Path(__file__).resolve().parents[1] / "fwlab"
 LAYER = {"__init__": 0, "errors": 0, "utils": 0, "records": 1, "schedule": 1, "config": 1,
          "model": 1, "hardware": 2, "data": 2, "checkpoint": 3, "runs": 3, "train": 4,
          "throughput": 5, "evaluate": 3.5, "export": 5, "prepare": 5, "forecast": 5, "sweep": 5,
-         "plan": 6, "claims": 7, "report": 8, "demo": 9, "importers": 5,
+         "prior": 5.5, "plan": 6, "claims": 7, "report": 8, "demo": 9, "importers": 5,
          "cli": 10, "__main__": 11}
 # the main job still lives in sweep.py (main_demo) and imports the report from inside it
 ALLOWED_UP = {("sweep", "report"), ("sweep", "prepare")}

@@ -15,15 +15,23 @@ Claims file (YAML; examples/claims_40m_fineweb_edu.yaml):
 
 Each claim gets a row: the value fwlab holds for it (measured where the source measured exactly
 that, else predicted), its interval, the basis, and a verdict. Lower is better for both losses and
-hours, so a claimed range entirely below fwlab's interval is "too optimistic", entirely above it
-"too pessimistic", and overlapping it "consistent"; "unchecked" says why nothing could be said.
+hours, so a claimed range entirely below fwlab's interval is optimistic, entirely above it
+pessimistic, and overlapping it "consistent"; "unchecked" says why nothing could be said.
+
+How sure a verdict is: `basis_kind` (measured / forecast from curves / gpu peak / prior) and
+`misses_by`, the gap between the claimed range and fwlab's interval in widths of that interval
+(0 when they overlap; a measured hours value has no width, so any gap is infinitely many). Only a
+strong basis (measured, forecast, plan from curves, gpu peak: a physical bound at an assumed MFU)
+gives the categorical "too optimistic" / "too pessimistic"; a prior gives "likely optimistic
+(prior only)" / "likely pessimistic (prior only)", however far the claim misses.
 Bases, in order of preference:
   measured (RUN)  a run of the source that completed this budget in the claims' setting (interval:
                   ± z·stderr of its final evaluation, z for the 90% level)
   forecast        fwlab.forecast's fit of the source's curves (a sweep or run directory)
   plan (...)      the numbers of a plan JSON (`fwlab plan --out FILE`) made for this setting
-  prior           the published L(N, D) fits, when the source is of another setting (e.g. a
-                  CPU-scale sweep against claims about the 40m model): indicative only
+  prior (...)     when the source is of another setting (e.g. a CPU-scale sweep against claims
+                  about the 40m model): fwlab/prior.py, calibrated on published FineWeb-Edu runs
+                  when the reference curves are beside the checkout, else the published fits
   measured        hours from a run's median training tokens/s, when it ran the claims' setting on
                   the claimed GPU (or no GPU is named)
   gpu peak        hours from the named GPU's dense bf16 peak (fwlab.hardware) x an assumed MFU
@@ -38,13 +46,15 @@ import yaml
 
 from fwlab import forecast as fc
 from fwlab import plan as pl
+from fwlab import prior as pr
 from fwlab.config import PRESETS
 from fwlab.errors import FwlabError
 from fwlab.runs import Lab, load_runs
 from fwlab.utils import atomic_write_text, fmt_tokens, parse_number, read_json, resolve_path
 
 COLUMNS = ["claim", "kind", "iters", "gpu", "claimed_low", "claimed_high", "value", "low", "high",
-           "basis", "verdict", "note"]
+           "basis", "basis_kind", "misses_by", "verdict", "note"]
+STRONG = ("measured", "forecast", "gpu peak")  # basis kinds that earn a categorical verdict
 
 
 # --- the claims file -----------------------------------------------------------------------------
@@ -134,13 +144,37 @@ def load_claims(path) -> dict:
     return out
 
 
-def verdict(claimed_low: float, claimed_high: float, low: float, high: float) -> str:
-    """Lower is better: a claim entirely below fwlab's interval promises too much."""
-    if claimed_high < low:
-        return "too optimistic"
-    if claimed_low > high:
-        return "too pessimistic"
-    return "consistent"
+def verdict(claimed_low: float, claimed_high: float, low: float, high: float,
+            basis_kind: str = "measured") -> str:
+    """Lower is better: a claim entirely below fwlab's interval promises too much. Categorical
+    on a strong basis (STRONG), hedged on a prior."""
+    side = ("optimistic" if claimed_high < low else "pessimistic" if claimed_low > high
+            else None)
+    if side is None:
+        return "consistent"
+    return f"too {side}" if basis_kind in STRONG else f"likely {side} (prior only)"
+
+
+def misses_by(claimed_low: float, claimed_high: float, low: float, high: float) -> float:
+    """The gap between the claimed range and fwlab's interval, in widths of that interval (0 when
+    they overlap, inf when the interval has no width)."""
+    gap = max(low - claimed_high, claimed_low - high, 0.0)
+    if gap == 0:
+        return 0.0
+    width = high - low
+    return gap / width if width > 0 else float("inf")
+
+
+def basis_kind(basis: str) -> str:
+    """measured / forecast / gpu peak / prior, from a row's basis text."""
+    b = str(basis or "")
+    if pr.is_prior(b):
+        return "prior"
+    if b.startswith("measured") or b.startswith("plan (measured"):
+        return "measured"
+    if b == "gpu peak":
+        return "gpu peak"
+    return "forecast" if b else ""
 
 
 # --- what the source says ------------------------------------------------------------------------
@@ -239,8 +273,8 @@ def check_claims(claims_path, source=None, mfu_range=pl.DEFAULT_MFU_RANGE,
             why = (f"{src} is {'; '.join(mismatch)}: its curves cannot speak for the claims' "
                    f"setting" if mismatch else f"{src} has no validation points")
         if f is None and not pred:
-            f = fc.loss_forecast_for(budgets, tpi, U, want["preset"])  # no curves: the prior
-            f["method"] = f"{why}: published prior used; {fc.PRIOR_NOTE}"
+            f = pr.prior_for(budgets, tpi, U, want["preset"])  # no curves: a prior
+            f["method"] = f"{why}: {f['prior']} prior used; {f['method']}"
         if f is not None:
             z = fc.normal_z(level)
             for i, b in enumerate(budgets):
@@ -252,7 +286,7 @@ def check_claims(claims_path, source=None, mfu_range=pl.DEFAULT_MFU_RANGE,
     for c in cl["claims"]:
         row = dict(kind=c["kind"], iters=c["iters"], gpu=c["gpu"], claimed_low=c["low"],
                    claimed_high=c["high"], value=None, low=None, high=None, basis="",
-                   verdict="unchecked", note="")
+                   basis_kind="", misses_by=None, verdict="unchecked", note="")
         if c["kind"] == "val_loss":
             row["claim"] = f"val loss {c['low']:g}-{c['high']:g} after {c['iters']:,} iterations"
             if c["iters"] in pred:
@@ -263,8 +297,11 @@ def check_claims(claims_path, source=None, mfu_range=pl.DEFAULT_MFU_RANGE,
             on = f" on {c['gpu']}" if c["gpu"] else ""
             row["claim"] = f"{c['low']:g}-{c['high']:g} hours per {c['iters']:,} iterations{on}"
             _hours(row, c, want, tpi, plan, lab, mismatch, mfu_range)
-        if row["value"] is not None:
-            row["verdict"] = verdict(c["low"], c["high"], row["low"], row["high"])
+        row["basis_kind"] = basis_kind(row["basis"])
+        if row["value"] is not None and row["low"] is not None and not pd.isna(row["low"]):
+            row["misses_by"] = misses_by(c["low"], c["high"], row["low"], row["high"])
+            row["verdict"] = verdict(c["low"], c["high"], row["low"], row["high"],
+                                     row["basis_kind"])
         rows.append(row)
     df = pd.DataFrame(rows, columns=COLUMNS)
     df.attrs["claims"] = cl["name"]
@@ -319,6 +356,15 @@ def _hours(row, c, want, tpi, plan, lab, mismatch, mfu_range) -> None:
                note=g["method"])
 
 
+def strength_text(r) -> str:
+    """How far a claim misses fwlab's interval, in words: '' when consistent or unchecked."""
+    m = r.get("misses_by") if hasattr(r, "get") else None
+    if m is None or pd.isna(m) or m == 0:
+        return ""
+    return ("misses an exact value" if m == float("inf") else
+            f"misses by {m:.1f} interval widths")
+
+
 def format_verdicts(df: pd.DataFrame) -> str:
     s = df.attrs.get("setting", {})
     lines = [f"claims: {df.attrs.get('claims', '')} (preset {s.get('preset')}, "
@@ -327,8 +373,12 @@ def format_verdicts(df: pd.DataFrame) -> str:
     for _, r in df.iterrows():
         val = "-" if r["value"] is None or pd.isna(r["value"]) else \
             f"{r['value']:.3g} [{r['low']:.3g}, {r['high']:.3g}]"
-        lines.append(f"{r['verdict'].upper():>16}  {r['claim']}")
-        lines.append(f"{'':>16}  fwlab: {val} ({r['basis'] or 'no basis'})"
+        v = r["verdict"]
+        shown = v.upper() if r["basis_kind"] in STRONG else v  # shouting only on a strong basis
+        how = strength_text(r)
+        lines.append(f"{shown:>30}  {r['claim']}")
+        lines.append(f"{'':>30}  fwlab: {val} ({r['basis'] or 'no basis'}"
+                     + (f"; {how}" if how else "") + ")"
                      + (f" — {r['note']}" if r["note"] else ""))
     return "\n".join(lines)
 

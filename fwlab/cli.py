@@ -157,12 +157,19 @@ def _add_report(sub):
                    help="report directory (default: SWEEP/report for a single sweep; required "
                         "otherwise)")
     p.add_argument("--claims", default=None, help="claims YAML whose verdicts the report shows")
+    p.add_argument("--reference", nargs="+", default=None, metavar="NAME_OR_DIR",
+                   help="published curves to overlay: names of runs in the reference-curves "
+                        "folder, curve folders (curve.csv + run.json), or the folder itself for "
+                        "its default selection (default: llm.c 124M on FineWeb and the "
+                        "FineWeb-Edu 124M run, when ../shared/data/reference-curves is found)")
+    p.add_argument("--no-reference", action="store_true", help="overlay no published curves")
     p.set_defaults(func=_run_report)
 
 
 def _run_report(a):
     from fwlab import report
-    out = report.make_report(a.sources, claims=a.claims, out=a.out)
+    ref = None if a.no_reference else (a.reference or "auto")
+    out = report.make_report(a.sources, claims=a.claims, out=a.out, reference=ref)
     print(f"report: {out}")
 
 
@@ -180,8 +187,9 @@ def _add_plan(sub):
                    help="unique training tokens, e.g. 3.68e9 (default: the --from runs' data)")
     p.add_argument("--tokens-per-iter", default=None,
                    help="tokens per iteration (default: the --from runs', else 524288)")
-    p.add_argument("--budgets", default="6000,10000,15000,20000",
-                   help="comma-separated iteration budgets to plan")
+    p.add_argument("--budgets", default=None,
+                   help="comma-separated iteration budgets to plan, e.g. 6000,10000 (default: the "
+                        "--from sweep's own budgets, else 6000,10000,15000,20000)")
     p.add_argument("--from", dest="from_", nargs="*", default=[],
                    help="runs or sweeps whose curves the forecast is fitted to (default: none, the "
                         "indicative prior)")
@@ -326,6 +334,10 @@ def _add_demo(sub):
     p.add_argument("--target-min", type=float, default=8.0,
                    help="size the sweep to end in about this many minutes on this machine, from "
                         "a few timed training steps (default 8; 0 = use every token asked)")
+    p.add_argument("--reference", default=None, metavar="DIR",
+                   help="the folder of published curves: the demo also imports its real 124M "
+                        "WSD sweep and reports it beside the CPU sweep (default: "
+                        "../shared/data/reference-curves when it exists)")
     p.set_defaults(func=_run_demo)
 
 

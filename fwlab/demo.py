@@ -19,6 +19,13 @@ trunk at the same tokens, as WSD does at scale. 16k val tokens per eval keep the
 evaluating every 32 iterations of the full-size sweep gives the forecast backtest about ten points
 in the first 30% of the longest budget (a smaller sweep: see eval_settings).
 
+At real scale too: when a folder of published curves is there (../shared/data/reference-curves
+beside the checkout, or --reference DIR), the demo also imports one real 124M sweep from it
+(REAL_GROUP: Schaipp et al. 2025's WSD sweep on SlimPajama, its trunk and the budget runs of
+15k/25k/35k/50k steps) into OUT/reference-124m/sweep and writes its report beside the CPU sweep's
+(~1 s to import, ~10 s for the report: REAL_S); the CPU part is unchanged. Both reports overlay
+the published default selection (llm.c 124M on FineWeb, the FineWeb-Edu 124M run).
+
 The data is what --source gives, read in that order. `make demo` offline passes the shared
 sample's FineWeb-Edu file first and its plain FineWeb file after it (the sample holds only ~101k
 FineWeb-Edu tokens); the demo prints how many documents and tokens it took from each, labelled,
@@ -49,6 +56,11 @@ MIN_TRAIN_TOKENS = 24_000        # below this the smallest budget has < 40 itera
 # bootstrap forecast). A slower machine is slower at these by the same factor.
 REF_TOK_S = 2500.0
 RUN_OVERHEAD_S, COMPILE_S, REPORT_S, PREPARE_S = 8.0, 15.0, 45.0, 3.0
+REAL_GROUP = "schaipp2025-124m-lr0.001"   # the real 124M sweep the demo imports and reports
+REAL_DIR = "reference-124m"              # ... into OUT/REAL_DIR/sweep
+# its import and report, seconds: a kernel start and reading ~1 MB, not training, so not scaled by
+# the machine's training speed (measured 7.5 s inside a demo and 13 s alone, at load 6 on 2 cores)
+REAL_S = 12.0
 
 
 # --- measuring and sizing --------------------------------------------------------------------
@@ -272,9 +284,12 @@ def _plan(out: Path, source, asked: int, target_min: float) -> dict:
 def main(args) -> int:
     """`fwlab demo`: prepare data, the CPU-scale replica of the reference sweep, then the report."""
     from fwlab import prepare as P, report  # here: papermill and nbconvert cost seconds to import
+    from fwlab.importers import default_reference_dir
     from fwlab.runs import load_runs
     t0 = time.time()
     out = resolve_path(args.out)
+    given = getattr(args, "reference", None)
+    ref_root = default_reference_dir(resolve_path(given) if given else None)  # a wrong one: now
     source, hf_config = P.default_source(args.source)
     sources = [source] if isinstance(source, str) else list(source)
     asked = parse_count(args.max_tokens, "--max-tokens")
@@ -292,9 +307,11 @@ def main(args) -> int:
                   f"{asked:,} asked (every budget shrinks alike; the epoch ratios stay)")
         print(f"demo: expected duration {exp['total'] / 60:.1f} min (training {exp['train'] / 60:.1f}, "
               f"evaluation {exp['eval'] / 60:.1f}, the rest {(exp['fixed'] + exp['compile']) / 60:.1f}); "
-              f"ETA {_clock(t0 + exp['total'])}"
+              f"ETA {_clock(t0 + exp['total'] + (REAL_S if ref_root else 0))}"
               + ("" if plan.get("fits", True) else
-                 f" - more than {plan['target_min']:g} min even at the smallest size"))
+                 f" - more than {plan['target_min']:g} min even at the smallest size")
+              + (f"; then ~{REAL_S:.0f} s for the real 124M sweep's report"
+                 if ref_root else ""))
     print(f"demo 1/3: preparing {' '.join(sources)} into {out / 'data'}")
     manifest = P.prepare(source, str(out / "data"), hf_config=hf_config, max_tokens=plan["max_tokens"],
                          val_tokens=DEMO_VAL_TOKENS)
@@ -324,13 +341,14 @@ def main(args) -> int:
         # the widely shared 40M table, when the checkout ships it: its verdicts show in the report
         claims = asset("examples", "claims_40m_fineweb_edu.yaml")
         report_dir = Path(report.make_report(str(sweep_dir),
-                                               claims=str(claims) if claims.is_file() else None))
-    import pandas as pd
-    table = report.display_table(report.decision_table(load_runs(sweep_dir)))
-    with pd.option_context("display.width", 250, "display.max_columns", 30):
-        print(table.to_string(index=False))
-    print(f"report: {report_dir / 'report.html'} (figures: {report_dir / 'curves.png'}, table: "
-          f"{report_dir / 'summary.csv'})")
+                                               claims=str(claims) if claims.is_file() else None,
+                                               reference=str(ref_root) if ref_root else None))
+    print_answer(sweep_dir, report_dir)
+    if ref_root is not None:
+        real_dir = real_sweep(out, ref_root)
+        print_answer(real_dir, real_dir / "report")
+        print(f"reports: the CPU sweep's {report_dir / 'report.html'}; the real 124M sweep's "
+              f"{real_dir / 'report' / 'report.html'}")
     took = (time.time() - t0) / 60
     exp = None if plan.get("resumed") else plan.get("expected_s")
     print(f"demo finished in {took:.1f} min" + (f" (expected {exp['total'] / 60:.1f})" if exp else ""))
@@ -340,3 +358,36 @@ def main(args) -> int:
 def _slow(plan: dict) -> float:
     sp = plan.get("speed") or {}
     return max(1.0, REF_TOK_S / sp["train_tok_s"]) if sp.get("device") == "cpu" else 1.0
+
+
+def print_answer(sweep_dir: Path, report_dir: Path) -> None:
+    """A sweep's one-sentence answer and decision table, and where its report is."""
+    import pandas as pd
+
+    from fwlab import report
+    from fwlab.runs import load_runs
+    table = report.decision_table(load_runs(sweep_dir))
+    print(report.answer(table).replace("**", ""))
+    with pd.option_context("display.width", 250, "display.max_columns", 30):
+        print(report.display_table(table).to_string(index=False))
+    print(f"report: {report_dir / 'report.html'} (figures: {report_dir / 'curves.png'}, table: "
+          f"{report_dir / 'summary.csv'})")
+
+
+def real_sweep(out: Path, ref_root: Path) -> Path:
+    """The real 124M sweep (REAL_GROUP of the published curves in `ref_root`) imported into
+    OUT/REAL_DIR/sweep and reported there; both kept when already done. Returns the sweep dir."""
+    from fwlab import report
+    from fwlab.importers import import_reference_group
+    sweep_dir = out / REAL_DIR / "sweep"
+    if not (sweep_dir / "sweep.json").is_file():
+        print(f"demo, at real scale: importing the published 124M sweep {REAL_GROUP} (Schaipp et "
+              f"al. 2025, WSD on SlimPajama) from {ref_root} -> {sweep_dir}")
+        import_reference_group(ref_root, REAL_GROUP, sweep_dir, budgets_only=True, progress=False)
+    rep = sweep_dir / "report"
+    if (rep / "report.html").is_file() and _newer_than(rep / "summary.csv", [sweep_dir / "sweep.json"]):
+        print(f"demo, at real scale: the report is up to date: {rep}")
+    else:
+        print(f"demo, at real scale: report for {sweep_dir}")
+        report.make_report(str(sweep_dir), reference=str(ref_root))
+    return sweep_dir

@@ -36,14 +36,11 @@ each draw predicted with its fit's noise added, for λ in LAMBDAS and, when data
 (R*/2, R*, 4R*) (both come from other runs than yours): the envelope of those settings' own
 percentile intervals. The forecast is the median of the draws at λ = 0.999, R* = 15.4.
 
-Without curves: published parametric fits L(N, D) = E + A/N^α + B/D^β of Hoffmann et al. 2022 and
-the Besiroglu et al. 2024 replication, evaluated at the preset's parameter count and D' — an
-INDICATIVE PRIOR ONLY (other data, other tokenizer). Its interval spans the two fits, from the
-optimistic end (repeated tokens as good as fresh, D' = D) to the pessimistic one (D' as above).
+Without curves the answer is a prior (fwlab/prior.py: the published L(N, D) fits, or the same
+calibrated on published FineWeb-Edu runs), never this module's.
 
-`loss_forecast_for` gives the loss per budget for the plan and the claims checker: from curves
-when there are any (a budget the source completed in the same setting is its measured value),
-else the prior.
+`loss_forecast_for` gives the loss per budget for the plan and the claims checker from curves (a
+budget the source completed in the same setting is its measured value).
 `backtest` checks the whole loss method on a finished sweep: forecast the longest budget's final
 loss from what 30% of its compute can show, and compare with what it reached.
 """
@@ -70,14 +67,6 @@ N_BOOT = 200
 OUTLIER_Z = 5.0                    # evals this many robust SDs off a first fit are dropped
 FIT_FROM = 0.2                     # the fit starts at this share of the latest evaluated iteration
 DEFAULT_DROP_FRAC = (0.0, 0.03)    # share of the loss a cooldown removes, when none measured
-PRIORS = {
-    "hoffmann2022": dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28,
-                         label="Hoffmann et al. 2022 (Chinchilla, approach 3)"),
-    "besiroglu2024": dict(E=1.82, A=482.01, B=2085.43, alpha=0.3478, beta=0.3658,
-                          label="Besiroglu et al. 2024 (Chinchilla replication)"),
-}
-PRIOR_NOTE = ("indicative prior only: published fits on other data and another tokenizer "
-              "(MassiveText, SentencePiece), not on your curves")
 SCHEDULE_KEYS = ("schedule", "lr", "min_lr_frac", "warmup_iters", "cooldown_frac", "cooldown_shape")
 _ALPHAS = np.geomspace(0.01, 3.0, 64)
 
@@ -395,25 +384,7 @@ def forecast_loss(points: pd.DataFrame, tokens, unique_tokens, n_boot: int = N_B
                 drop_assumed=not anneal_known and annealed_target)
 
 
-# --- published priors ----------------------------------------------------------------------------
-def prior_loss(n_params: float, tokens, unique_tokens=None, r_star: float = R_STAR) -> dict:
-    """L(N, D) of the published fits (PRIORS) at N parameters and `tokens` tokens (array).
-    val_loss = mean of the fits at D'; low = the lowest fit at D (repeats as good as fresh);
-    high = the highest fit at D'. INDICATIVE PRIOR ONLY (PRIOR_NOTE)."""
-    d = np.atleast_1d(np.asarray(tokens, dtype=float))
-    dp = d if unique_tokens is None else effective_tokens(d, unique_tokens, r_star)
-
-    def L(p, dd):
-        return p["E"] + p["A"] / n_params ** p["alpha"] + p["B"] / dd ** p["beta"]
-
-    at_dp = np.array([L(p, dp) for p in PRIORS.values()])
-    at_d = np.array([L(p, d) for p in PRIORS.values()])
-    return dict(val_loss=at_dp.mean(0), low=np.minimum(at_d, at_dp).min(0),
-                high=at_dp.max(0), fits={k: at_dp[i] for i, k in enumerate(PRIORS)},
-                method=f"{PRIOR_NOTE}; mean of {' and '.join(p['label'] for p in PRIORS.values())}"
-                       f" at N={n_params / 1e6:.1f}M, Muennighoff R*={r_star:g}")
-
-
+# --- the preset's model (for the priors and the plan's FLOPs) ----------------------------------
 def preset_model(preset: str):
     """The preset's GPT on the meta device: its sizes without allocating or initialising weights."""
     import torch  # here: torch costs ~1 s to import, and only the prior and the plan's FLOPs need it
@@ -437,8 +408,8 @@ def source_settings(points: pd.DataFrame) -> dict:
 def loss_forecast_for(budgets, tokens_per_iter: int, data_tokens: float, preset: str,
                       sources=(), points: pd.DataFrame | None = None, n_boot: int = N_BOOT,
                       level: float = LEVEL, progress: bool = False) -> dict:
-    """Predicted final val loss per budget: from the curves in `sources` (or `points`) when given,
-    else the published prior. dict(val_loss, low, high, basis ('curves'|'prior'), method)."""
+    """Predicted final val loss per budget from the curves in `sources` (or `points`); without
+    curves, fwlab.prior.prior_for. dict(val_loss, low, high, basis 'curves', row_basis, method)."""
     tokens = np.asarray(budgets, dtype=float) * tokens_per_iter
     if points is None and sources:
         points = load_points(*sources)
@@ -460,6 +431,8 @@ def loss_forecast_for(budgets, tokens_per_iter: int, data_tokens: float, preset:
                               f"plan {int(tokens_per_iter)} (the fit is in tokens)")
             return out
         # a budget the source has run to completion in this very setting: its measured value
+        # (the law's own value kept: comparisons between budgets want one model on both sides)
+        out["forecast_val_loss"] = np.array(out["val_loss"], dtype=float)
         fin = points[(points["kind"] == "final")
                      & np.isclose(points["unique_tokens"], data_tokens, rtol=1e-3)]
         z = normal_z(level)
@@ -470,10 +443,8 @@ def loss_forecast_for(budgets, tokens_per_iter: int, data_tokens: float, preset:
                 out["val_loss"][i], out["low"][i], out["high"][i] = v, v - z * se, v + z * se
                 out["row_basis"][i] = f"measured ({m['run'].iloc[-1]})"
         return out
-    out = prior_loss(preset_params(preset), tokens, data_tokens)
-    out["basis"] = "prior"
-    out["row_basis"] = ["prior"] * len(tokens)
-    return out
+    raise FwlabError("loss_forecast_for: no curves given; without curves the answer is a prior "
+                     "(fwlab.prior.prior_for)")
 
 
 def normal_z(level: float) -> float:

@@ -1,23 +1,32 @@
 """The plan (`fwlab plan`): hours and predicted final validation loss per iteration budget, side
 by side, with the gain per extra hour over the next-smaller budget, and a recommendation: the
 largest budget whose extra hour still buys more than `min_gain_per_hour` nats
-(DEFAULT_MIN_GAIN_PER_HOUR, 0.01). The loss comes from fwlab/forecast.py (`loss_forecast_for`);
-hours from measured tokens/s, or a named GPU's peak FLOPs x an MFU range (`gpu_hours`).
+(DEFAULT_MIN_GAIN_PER_HOUR, 0.01). The loss comes from fwlab/forecast.py (`loss_forecast_for`)
+when curves are given (--from), else from a prior (fwlab/prior.py); hours from measured
+tokens/s, or a named GPU's peak FLOPs x an MFU range (`gpu_hours`).
 
 Throughput: fwlab/throughput.py measures this machine's tokens/s with the trainer's own step.
 
-Plateau advice (`plateau`, `plateau_of`): whether a running run's validation loss is still falling
-(slope over its last evaluations against that slope's standard error).
+Plateau advice (`plateau`, `plateau_of`, `reconcile_plateau`): whether a run's validation loss is
+still falling (slope over its last evaluations against that slope's standard error) is shown as
+evidence, but the advice itself (keep training / cool down / a longer budget pays or not) comes
+from the same forecast as the recommendation, so the two never disagree: the forecast fits every
+evaluation of every run, the slope only the last few.
+
+Coverage: a budget's tokens against the furthest the curves were evaluated (`coverage`). A budget
+beyond them is an extrapolation of the law; beyond FAR_BEYOND x that, the plan says so loudly.
 """
 from __future__ import annotations
 
 import json
 import math
+import sys
 
 import numpy as np
 import pandas as pd
 
 from fwlab import forecast as fc
+from fwlab import prior as pr
 from fwlab.config import parse_int_list
 from fwlab.errors import FwlabError
 from fwlab.runs import ENDED, load_runs
@@ -25,6 +34,9 @@ from fwlab.utils import atomic_write_json, fmt_tokens, parse_number
 
 DEFAULT_MIN_GAIN_PER_HOUR = 0.01   # nats per extra hour below which a bigger budget is not worth it
 DEFAULT_MFU_RANGE = (0.30, 0.50)   # assumed for a GPU this machine cannot measure
+DEFAULT_BUDGETS = (6000, 10000, 15000, 20000)  # without --from: the reference scenario's
+FAR_BEYOND = 2.0                   # budgets past this many times the curves' tokens: said loudly
+NEXT_STEP = 1.5                    # the forecast also weighs one budget this much past the largest
 
 
 def gpu_hours(gpu: str, preset: str, iters: float, tokens_per_iter: int,
@@ -55,7 +67,7 @@ def preset_flops_per_token(preset: str) -> float:
 
 # --- the plan ------------------------------------------------------------------------------------
 def plan(preset: str = "40m", data_tokens: float = 3.68e9, tokens_per_iter: int = 524_288,
-         budgets=(6000, 10000, 15000, 20000), sources=(), tok_per_s: float | None = None,
+         budgets=DEFAULT_BUDGETS, sources=(), tok_per_s: float | None = None,
          measure_iters: int = 10, device: str = "auto", dtype: str = "auto",
          compile: bool | None = None, micro_batch: int = 0, data: str | None = None,
          gpu: str | None = None, mfu_range=DEFAULT_MFU_RANGE,
@@ -64,7 +76,8 @@ def plan(preset: str = "40m", data_tokens: float = 3.68e9, tokens_per_iter: int 
     """Hours and predicted final val loss per budget, gain per extra hour, and a recommendation.
 
     Hours: `gpu` names a GPU from fwlab.hardware's table -> its peak x `mfu_range` (an interval);
-    else `tok_per_s` when given, else measured here (measure_throughput). Loss: loss_forecast_for.
+    else `tok_per_s` when given, else measured here (measure_throughput). Loss: loss_forecast_for
+    on the sources' curves, else prior.prior_for.
     `lab`, `points`: the sources already loaded (runs.load_runs, forecast.load_points), else
     they are loaded here, once.
     Returns a JSON-ready dict (see format_plan for what the keys mean)."""
@@ -85,7 +98,10 @@ def plan(preset: str = "40m", data_tokens: float = 3.68e9, tokens_per_iter: int 
     if min_gain_per_hour < 0:
         raise FwlabError(f"--min-gain-per-hour {min_gain_per_hour:g}: must be >= 0 (nats of val "
                          f"loss per extra hour)")
-    b = np.array(budgets, dtype=float)
+    # one forecast for the budgets and one step past the largest: the recommendation and the
+    # advice about a longer budget (plateau) then come from the same draws
+    probe = int(round(NEXT_STEP * budgets[-1])) if sources else None
+    b = np.array(budgets + ([probe] if probe else []), dtype=float)
     if gpu:
         g = gpu_hours(gpu, preset, 1.0, tokens_per_iter, mfu_range)
         hours, h_lo, h_hi = b * g["hours"], b * g["hours_low"], b * g["hours_high"]
@@ -96,22 +112,37 @@ def plan(preset: str = "40m", data_tokens: float = 3.68e9, tokens_per_iter: int 
             from fwlab.throughput import measure_throughput  # here: it imports torch (~1 s)
             m = measure_throughput(preset, tokens_per_iter, device, dtype, compile, measure_iters,
                                    micro_batch, data, progress=progress,
-                                   tokens_to_train=int(b.max()) * tokens_per_iter)
+                                   tokens_to_train=int(budgets[-1]) * tokens_per_iter)
             thr = dict(source="measured", **m)
         else:
             thr = dict(source="given", tok_per_s=parse_number(tok_per_s, "--tok-per-s", positive=True),
                        method="given by the user")
         hours = b * tokens_per_iter / thr["tok_per_s"] / 3600
         h_lo = h_hi = hours
+    cover = None
     if sources:
         lab = load_runs(*sources) if lab is None else lab
         points = fc.load_points(lab=lab) if points is None else points
-    loss = fc.loss_forecast_for(budgets, tokens_per_iter, data_tokens, preset, sources,
-                                points=points, n_boot=n_boot, level=level, progress=progress)
+        if not len(points) and len(lab.evals):
+            raise FwlabError(f"{', '.join(map(str, sources))}: its runs do not say how many unique "
+                             f"tokens they trained on, which the forecast needs (an imported run "
+                             f"without --train-tokens): re-import with --train-tokens N, or plan "
+                             f"without --from")
+        loss = fc.loss_forecast_for(list(b.astype(int)), tokens_per_iter, data_tokens, preset,
+                                    sources, points=points, n_boot=n_boot, level=level,
+                                    progress=progress)
+        cover = coverage(points, b * tokens_per_iter, data_tokens)
+        if fc.schedule_of(points)[0] is None and (points["kind"] != "trunk").any():
+            loss["method"] += ("; NOTE the runs' schedule is known only as their logged lr (no "
+                               "schedule fields in config.json), so forecast budgets assume a "
+                               "constant LR with no cooldown, while measured ones are what the "
+                               "runs reached: gains between the two kinds are not comparable")
+    else:
+        loss = pr.prior_for(budgets, tokens_per_iter, data_tokens, preset)
     gain, extra, gph = step_gains(loss["val_loss"], hours)
     rows = []
-    for i, it in enumerate(budgets):
-        rows.append(dict(budget=it, tokens=it * tokens_per_iter,
+    for i, it in enumerate(b.astype(int)):
+        rows.append(dict(budget=int(it), tokens=int(it) * tokens_per_iter,
                          epochs=it * tokens_per_iter / data_tokens,
                          val_loss=float(loss["val_loss"][i]), val_loss_low=float(loss["low"][i]),
                          val_loss_high=float(loss["high"][i]), loss_basis=loss["row_basis"][i],
@@ -119,19 +150,44 @@ def plan(preset: str = "40m", data_tokens: float = 3.68e9, tokens_per_iter: int 
                          hours_low=float(h_lo[i]), hours_high=float(h_hi[i]),
                          gain=None if i == 0 else float(gain[i]),
                          extra_hours=None if i == 0 else float(extra[i]),
-                         gain_per_hour=None if np.isnan(gph[i]) else float(gph[i])))
+                         gain_per_hour=None if np.isnan(gph[i]) else float(gph[i]),
+                         beyond_curves=None if cover is None else cover["ratio"][i]))
+    next_step = rows.pop() if probe else None
+    if next_step is not None:  # law against law: a measured largest budget is not the law's value
+        law = np.asarray(loss.get("forecast_val_loss", loss["val_loss"]), dtype=float)
+        next_step["gain"] = float(law[-2] - law[-1])
+        next_step["gain_per_hour"] = (next_step["gain"] / next_step["extra_hours"]
+                                      if next_step["extra_hours"] else None)
+    if loss["basis"] == "prior":
+        interval = ("spread of the published fits" if loss.get("prior") == "published" else
+                    "spread of the calibrated fits, widened by the FineWeb runs' spread")
+    else:
+        interval = f"{level:.0%} bootstrap"
     out = dict(preset=preset, n_params=fc.preset_params(preset),
                flops_per_token=preset_flops_per_token(preset), data_tokens=data_tokens,
                tokens_per_iter=tokens_per_iter, budgets=budgets, throughput=thr,
-               loss_basis=loss["basis"], loss_method=loss["method"],
-               interval=("spread of the published fits" if loss["basis"] == "prior"
-                         else f"{level:.0%} bootstrap"),
+               loss_basis=loss["basis"], loss_method=loss["method"], interval=interval,
+               prior=loss.get("prior"),
                min_gain_per_hour=float(min_gain_per_hour), rows=rows,
-               recommendation=recommend(rows, min_gain_per_hour),
-               sources=[str(s) for s in sources], plateau=[])
+               recommendation=recommend(rows, min_gain_per_hour, next_step),
+               next_step=next_step, sources=[str(s) for s in sources], plateau=[],
+               coverage=None if cover is None else {k: v for k, v in cover.items()
+                                                    if k != "ratio"})
     if sources:
-        out["plateau"] = plateau_of(lab, points)
+        out["plateau"] = reconcile_plateau(plateau_of(lab, points), out, lab)
     return fc.jsonable(out)
+
+
+def coverage(points: pd.DataFrame, tokens, data_tokens: float) -> dict:
+    """How far each budget's `tokens` reach past the furthest evaluation of the curves: ratio
+    (tokens / the curves' furthest tokens), the curves' furthest tokens and epochs, and the
+    budgets' epochs against the curves' (the law extrapolates repetition too)."""
+    reach = float(points["tokens"].max())
+    reach_ep = float((points["tokens"] / points["unique_tokens"]).max())
+    tok = np.asarray(tokens, dtype=float)
+    return dict(ratio=[float(t / reach) for t in tok], curves_tokens=reach,
+                curves_epochs=reach_ep, epochs=[float(t / data_tokens) for t in tok],
+                far_beyond=FAR_BEYOND)
 
 
 def step_gains(val_loss, hours):
@@ -148,8 +204,10 @@ def step_gains(val_loss, hours):
     return gain, extra, gph
 
 
-def recommend(rows: list[dict], min_gain_per_hour: float) -> dict:
-    """Walk up the budgets while each step's extra hour buys more than min_gain_per_hour nats."""
+def recommend(rows: list[dict], min_gain_per_hour: float, next_step: dict | None = None) -> dict:
+    """Walk up the budgets while each step's extra hour buys more than min_gain_per_hour nats.
+    `next_step`: the same forecast one step past the largest budget (plan's NEXT_STEP), to say
+    whether a longer budget than any planned would still pay."""
     pick = rows[0]
     reason = None
     for r in rows[1:]:
@@ -161,18 +219,57 @@ def recommend(rows: list[dict], min_gain_per_hour: float) -> dict:
                       f"{min_gain_per_hour:g} nats/hour threshold")
             break
         pick = r
+    longer = None
     if reason is None:
         reason = (f"every step up still buys more than the {min_gain_per_hour:g} nats/hour "
                   f"threshold: the largest budget")
         if len(rows) > 1:
             reason += f" (last step: {pick['gain_per_hour']:.3g} nats/hour)"
+        if next_step is not None and next_step.get("gain_per_hour") is not None:
+            longer = next_step["gain_per_hour"] > min_gain_per_hour
+            reason += (f"; the same forecast says going on to {next_step['budget']:,} would buy "
+                       f"{next_step['gain_per_hour']:.3g} nats/hour, "
+                       + ("so a longer budget would still pay" if longer else
+                          "below the threshold: a longer budget buys little"))
+    else:
+        longer = False
     return dict(budget=pick["budget"], val_loss=pick["val_loss"], hours=pick["hours"],
-                reason=reason, min_gain_per_hour=min_gain_per_hour)
+                reason=reason, min_gain_per_hour=min_gain_per_hour, longer_pays=longer)
 
 
 # --- the table and the CLI -----------------------------------------------------------------------
 def _h(x) -> str:
     return "-" if x is None else (f"{x:,.0f}" if x >= 100 else f"{x:.3g}")
+
+
+def _f(x, spec: str = ".3f") -> str:
+    return "?" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+
+
+def _list(rows) -> str:
+    return ", ".join(f"{r['budget']:,}" for r in rows)
+
+
+def coverage_lines(p: dict) -> list[str]:
+    """What the plan says about budgets past the curves: nothing when every budget is within
+    them, a note when some go past, a loud warning when some go past FAR_BEYOND x."""
+    cov = p.get("coverage")
+    if not cov:
+        return []
+    past = [r for r in p["rows"] if (r.get("beyond_curves") or 0) > 1.05]
+    if not past:
+        return []
+    far = [r for r in past if r["beyond_curves"] > cov["far_beyond"]]
+    reach = (f"the curves reach {fmt_tokens(cov['curves_tokens'])} tokens "
+             f"({cov['curves_epochs']:.2f} epochs)")
+    if not far:
+        return [f"note: budgets {_list(past)} go past what the "
+                f"curves cover ({reach}): their losses are extrapolations of the fitted law"]
+    worst = max(far, key=lambda r: r["beyond_curves"])
+    return [f"*** FAR BEYOND THE CURVES: budgets {_list(far)} "
+            f"need up to {worst['beyond_curves']:.1f}x the tokens ({worst['epochs']:.1f} epochs) "
+            f"where {reach}; their losses are long extrapolations, not forecasts. Plan within the "
+            f"curves (--budgets), or train a longer run first ***"]
 
 
 def format_plan(p: dict) -> str:
@@ -196,24 +293,31 @@ def format_plan(p: dict) -> str:
             lines.append(f"       ({thr['method']})")
     lines.append(f"loss: {p['loss_method']}")
     if p["loss_basis"] == "prior":
-        lines.append("      *** INDICATIVE PRIOR ONLY — give --from RUN_OR_SWEEP to forecast from "
-                     "your own curves ***")
+        what = ("PRIOR ONLY (calibrated on published FineWeb-Edu runs)"
+                if p.get("prior") == "calibrated" else "INDICATIVE PRIOR ONLY (published fits)")
+        lines.append(f"      *** {what} — give --from RUN_OR_SWEEP to forecast from your own "
+                     f"curves ***")
+    lines += coverage_lines(p)
     head = (f"{'budget':>8} {'tokens':>9} {'epochs':>6}  {'val loss':>8} {'[interval]':<16} "
             f"{'hours':>18} {'gain':>7} {'gain/extra h':>12}  loss from")
     lines += ["", head, "-" * len(head)]
+    rec = p["recommendation"]
     for r in p["rows"]:
         hrs = _h(r["hours"]) if r["hours_low"] == r["hours_high"] else \
             f"{_h(r['hours'])} [{_h(r['hours_low'])}-{_h(r['hours_high'])}]"
-        iv = "[%.3f, %.3f]" % (r["val_loss_low"], r["val_loss_high"])
+        iv = f"[{_f(r['val_loss_low'])}, {_f(r['val_loss_high'])}]"
         gain = "-" if r["gain"] is None else "%.3f" % r["gain"]
         gph = "-" if r["gain_per_hour"] is None else "%.4g" % r["gain_per_hour"]
+        basis = r.get("loss_basis", "")
+        if (r.get("beyond_curves") or 0) > 1.05:
+            basis += f", {r['beyond_curves']:.1f}x past the curves"
+        mark = " <- recommended" if r["budget"] == rec["budget"] else ""
         lines.append(f"{r['budget']:>8,} {fmt_tokens(r['tokens']):>9} {r['epochs']:>6.2f}  "
-                     f"{r['val_loss']:>8.3f} {iv:<16} {hrs:>18} {gain:>7} {gph:>12}  "
-                     f"{r.get('loss_basis', '')}")
-    lines.append(f"(interval: {p['interval']})")
-    rec = p["recommendation"]
+                     f"{_f(r['val_loss']):>8} {iv:<16} {hrs:>18} {gain:>7} {gph:>12}  "
+                     f"{basis}{mark}")
+    lines.append(f"(interval: {p['interval']}; gain/extra h in nats per hour)")
     lines += ["", f"recommendation: {rec['budget']:,} iterations (predicted val loss "
-                  f"{rec['val_loss']:.3f}, {_h(rec['hours'])} h): {rec['reason']}"]
+                  f"{_f(rec['val_loss'])}, {_h(rec['hours'])} h): {rec['reason']}"]
     for pl in p.get("plateau") or []:
         lines.append(f"plateau: {pl['run']} ({pl['status']}): {pl['advice']}")
     return "\n".join(lines)
@@ -242,13 +346,23 @@ def main_plan(args) -> int:
         if tpi is None and len(st["tokens_per_iter"]) == 1:
             tpi = st["tokens_per_iter"][0]
     if data_tokens is None:
-        raise FwlabError("--data-tokens: give the number of unique training tokens (e.g. 3.68e9)")
+        why = (f" ({', '.join(sources)} does not say it: imported without --train-tokens?)"
+               if sources else "")
+        raise FwlabError(f"--data-tokens: give the number of unique training tokens (e.g. "
+                         f"3.68e9){why}")
     n_tpi = parse_number(524_288 if tpi is None else tpi, "--tokens-per-iter", positive=True)
     if n_tpi != int(n_tpi):
         raise FwlabError(f"--tokens-per-iter {tpi}: must be an integer")
     mfu = parse_mfu_range(args.mfu)
+    budgets = getattr(args, "budgets", None)
+    if budgets is None:  # the sweep's own budgets, as its preset and tokens/iter; else the default
+        budgets = sweep_budgets(lab) if sources else None
+        if budgets:
+            print(f"plan: budgets {', '.join(f'{b:,}' for b in budgets)} iterations, those of "
+                  f"{', '.join(sources)} (--budgets to choose others)", file=sys.stderr)
+        budgets = budgets or list(DEFAULT_BUDGETS)
     p = plan(preset=preset or "40m", data_tokens=parse_number(data_tokens, "--data-tokens", positive=True),
-             tokens_per_iter=int(n_tpi), budgets=args.budgets, sources=sources,
+             tokens_per_iter=int(n_tpi), budgets=budgets, sources=sources,
              tok_per_s=args.tok_per_s, measure_iters=args.measure_iters, device=args.device,
              dtype=args.dtype, compile=args.compile, micro_batch=args.micro_batch, data=args.data,
              gpu=args.gpu, mfu_range=mfu, min_gain_per_hour=args.min_gain_per_hour,
@@ -257,6 +371,16 @@ def main_plan(args) -> int:
         atomic_write_json(args.out, p)
     print(json.dumps(p, indent=2) if args.json else format_plan(p))
     return 0
+
+
+def sweep_budgets(lab) -> list[int]:
+    """The budgets the runs of `lab` stand for (runs.load_runs' is_budget rows), else the max_iters
+    of its runs."""
+    r = lab.runs
+    b = r[r["is_budget"]]["max_iters"].dropna() if "is_budget" in r else r["max_iters"].dropna()
+    if not len(b):
+        b = r["max_iters"].dropna()
+    return sorted({int(v) for v in b})
 
 
 # --- plateau advice ------------------------------------------------------------------------------
@@ -309,4 +433,51 @@ def plateau_of(lab, points: pd.DataFrame, last: int = 6) -> list[dict]:
             status = lab.runs.set_index("run").loc[run, "status"]
             out.append(dict(run=run, status=status,
                             **plateau(t[t["run"] == run], last, finished=True)))
+    return out
+
+
+def reconcile_plateau(pls: list[dict], p: dict, lab) -> list[dict]:
+    """plateau_of's rows with their advice taken from the plan's own forecast (`p`: plan()'s dict,
+    its recommendation and next_step), the slope test kept as evidence: `plateaued` then says
+    whether more iterations (a running run) or a longer budget (a finished sweep) buy less than
+    the threshold per hour by that forecast; `slope_flat` is the slope test's own answer."""
+    rec, thr = p["recommendation"], p["min_gain_per_hour"]
+    largest = max(r["budget"] for r in p["rows"])
+    out = []
+    for pl in pls:
+        pl = dict(pl)
+        flat = pl.get("plateaued")
+        if pl.get("slope_per_1k_iters") is not None:
+            evidence = (f"its last {pl['n']} evaluations fall {pl['slope_per_1k_iters']:+.4f}"
+                        f" ± {pl['slope_stderr']:.4f} nats per 1k iterations "
+                        f"({'not significantly' if flat else 'significantly'}, by that test alone)")
+        else:
+            evidence = pl["advice"]
+        pl["slope_flat"] = flat
+        if pl["status"] in ENDED:
+            if rec.get("longer_pays"):
+                ns = p["next_step"]
+                pl["plateaued"] = False
+                pl["advice"] = (f"a longer budget than {largest:,} would still pay by the "
+                                f"forecast ({ns['budget']:,} iterations: {ns['gain_per_hour']:.3g} "
+                                f"nats/hour, above {thr:g}); {evidence}")
+            else:
+                pl["plateaued"] = True
+                pl["advice"] = (f"a longer budget buys little by the forecast (past "
+                                f"{rec['budget']:,} iterations each step buys under {thr:g} "
+                                f"nats/hour); {evidence}")
+        else:
+            ev = lab.evals[lab.evals["run"] == pl["run"]]
+            at = int(pl.get("last_iter") or (ev["iter"].max() if len(ev) else 0))
+            if rec["budget"] > at or rec.get("longer_pays"):
+                pl["plateaued"] = False
+                pl["advice"] = (f"keep training: the forecast recommends {rec['budget']:,} "
+                                f"iterations (it is at {at:,}); {evidence}")
+            else:
+                pl["plateaued"] = True
+                pl["advice"] = (f"by the forecast, iterations past {rec['budget']:,} buy under "
+                                f"{thr:g} nats/hour and it is at {at:,}: cool down (anneal) now, or "
+                                f"stop; {evidence}")
+        pl["advice_from"] = "the plan's forecast (the slope test is evidence only)"
+        out.append(pl)
     return out

@@ -472,4 +472,155 @@ def test_check_claims_uses_the_lab_it_is_given(tmp_path, monkeypatch, repo_root)
     monkeypatch.setattr(claims, "load_runs", lambda *a: pytest.fail("the sweep was loaded again"))
     df = claims.check_claims(repo_root / "examples" / "claims_40m_fineweb_edu.yaml", lab=lab)
     assert len(df) and set(df["verdict"]) <= {"too optimistic", "too pessimistic", "consistent",
-                                              "unchecked"}
+                                              "unchecked", "likely optimistic (prior only)"}
+
+
+# --- the decision table's answer, significance and units ------------------------------------------
+def test_gains_within_one_stderr_are_not_significant_and_stop_the_recommendation(tmp_path):
+    sw = make_sweep(tmp_path / "ind", "independent", budgets=(60, 100, 150, 400))
+    # b400 gains less than one stderr over b150: not significant, so b150 is the answer
+    f150 = _final_json(sw, "b150")
+    f400 = dict(_final_json(sw, "b400"), final_val_loss=f150["final_val_loss"] - 0.005)
+    (sw / "runs" / "b400" / "final.json").write_text(json.dumps(f400))
+    t = R.decision_table(load_runs(sw))
+    assert list(t["significant"]) == [None, True, True, False]
+    assert list(t["recommended"]) == [False, False, True, False]
+    assert t.loc[3, "gain_per_1k_iters"] == pytest.approx(0.005 / 250 * 1000)
+    show = R.display_table(t)
+    assert show.loc[2, ""] == "◀ recommended" and show.loc[3, ""] == ""
+    assert show.loc[3, "gain vs smaller (nats)"].endswith("(n.s.)")
+    assert "(n.s.)" not in show.loc[2, "gain vs smaller (nats)"]
+    assert "gain / extra hour (nats/h)" in show.columns
+    assert "gain / 1k extra iters (nats)" not in show.columns  # hours are known here
+    text = R.answer(t)
+    assert text.startswith("**train 150 iterations**: final validation loss ")
+    assert "within one standard error: not shown to pay" in text
+    html = R.style_table(t).to_html()
+    assert "font-weight: bold" in html and "◀ recommended" in html
+    csv_text = R.write_summary(t, tmp_path / "s.csv").read_text()
+    assert "significant" in csv_text.splitlines()[0] and "recommended" in csv_text.splitlines()[0]
+
+
+def test_answer_when_every_step_pays_and_when_hours_are_unknown(tmp_path):
+    t = R.decision_table(load_runs(make_sweep(tmp_path / "wsd", "wsd")))
+    assert list(t["recommended"]) == [False, False, True]
+    assert "train 150 iterations" in R.answer(t) and "a longer one may still pay" in R.answer(t)
+    t2 = t.assign(hours=np.nan, extra_hours=np.nan, gain_per_hour=np.nan, val_loss_stderr=np.nan,
+                  gain_stderr=np.nan, significant=None)
+    assert "hours unknown, so no per-hour threshold applies" in R.answer(t2)
+    assert "gain / 1k extra iters (nats)" in R.display_table(t2).columns
+
+
+def test_backtest_table_has_no_index_and_the_whole_method():
+    bt = pd.DataFrame([dict(run="b1", method="x" * 300)])
+    html = R.display_backtest(bt).to_html()
+    assert "x" * 300 in html and "white-space: normal" in html
+    assert 'class="row_heading' not in html  # the index is hidden
+
+
+# --- curves.png -----------------------------------------------------------------------------------
+def test_curves_title_ticks_iteration_zero_and_epochs_on_hours(tmp_path):
+    lab = load_runs(make_sweep(tmp_path / "ind", "independent"))
+    assert (lab.evals["tokens"] == 0).any()  # every run evaluated at iteration 0
+    fig = R.plot_curves(lab, log_x=True, baseline=None)
+    ax_tok, ax_hours = fig.axes
+    assert fig.get_suptitle().startswith("Validation loss of every budget")
+    for ax in (ax_tok, ax_hours):
+        assert type(ax.xaxis.get_minor_formatter()).__name__ == "NullFormatter"
+        for ln in ax.get_lines():
+            xs = np.asarray(ln.get_xdata(), dtype=float)
+            assert not len(xs) or xs.min() > 0 or ln.get_linestyle() == ":"
+    assert [t.get_text() for t in ax_tok.get_xticklabels() if t.get_text()]  # plain labels
+    # epoch lines on the hours panel too: where the longest run reached each epoch's tokens
+    vl = sorted(ln.get_xdata()[0] for ln in ax_hours.get_lines() if ln.get_linestyle() == ":")
+    assert len(vl) == 3 and np.all(np.diff(vl) > 0)
+    ev = lab.evals[lab.evals["run"] == "b150"]
+    assert vl[0] == pytest.approx(float(np.interp(TPE, ev["tokens"], ev["hours"])), rel=0.05)
+    # the smoothed training curves stay inside the axes over the range shown
+    lo, hi = ax_tok.get_ylim()
+    tr = lab.train[lab.train["tokens"] >= ax_tok.get_xlim()[0]]
+    assert tr.groupby("run")["train_loss"].min().min() >= lo
+
+
+def test_unigram_baseline_from_the_prepared_data(tmp_path, tiny_data):
+    sw = make_sweep(tmp_path / "wsd", "wsd")
+    for cfg in sw.glob("runs/*/config.json"):
+        cfg.write_text(json.dumps(dict(json.loads(cfg.read_text()), data=str(tiny_data))))
+    lab = load_runs(sw)
+    uni = R.unigram_loss(lab)
+    assert uni["data"] == str(tiny_data) and uni["val_tokens"] > 5000
+    from fwlab.data import open_split
+    tr = np.concatenate(open_split(tiny_data, "train"))
+    va = np.concatenate(open_split(tiny_data, "val"))
+    c = np.bincount(tr, minlength=50257) + 0.5
+    assert uni["loss"] == pytest.approx(float(-np.log(c[va] / c.sum()).mean()), rel=1e-9)
+    assert 6.5 < uni["loss"] < 9.5
+    fig = R.plot_curves(lab, baseline={"loss": 4.0})  # near the curves: drawn
+    assert any(l.get_label().startswith("unigram baseline 4.00") for l in fig.axes[0].get_lines())
+    assert R.unigram_loss(load_runs(make_sweep(tmp_path / "x", "wsd"))) is None  # /nowhere/data
+
+
+REFS = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "reference-curves").resolve()
+needs_refs = pytest.mark.skipif(not (REFS / "runs").is_dir(), reason=f"no reference curves at {REFS}")
+
+
+@needs_refs
+def test_reference_overlay_in_a_third_panel(tmp_path):
+    lab = load_runs(make_sweep(tmp_path / "wsd", "wsd"))
+    refs, note = R.resolve_references("auto")
+    assert [r["name"] for r in refs] == ["llmc_124M_adamw_cosine_19560",
+                                         "nanogpt_edu_124M_adamw_cosine10_19073_allenporter"]
+    assert "default selection" in note
+    assert R.resolve_references(str(REFS))[0][0]["name"] == refs[0]["name"]
+    one, _ = R.resolve_references(["mng_124M_muon_wsd_6200"])
+    assert len(one) == 1
+    assert R.resolve_references(None) == ([], "no published curves asked for")
+    fig = R.plot_curves(lab, reference=refs)
+    assert len(fig.axes) == 3
+    ax = fig.axes[2]
+    grey = [l for l in ax.get_lines() if l.get_label().startswith("124M")]
+    assert len(grey) == 2 and all(l.get_linewidth() < 1 for l in grey)
+    assert "FineWeb-Edu" in grey[1].get_label() and "val: its own" in grey[1].get_label()
+    assert "(allenporter/nano-gpt)" in grey[1].get_label()
+    assert min(ax.get_xlim()) > 0 and ax.get_xscale() == "log"
+    # a training-loss curve is labelled as such
+    luo = R.resolve_references(["mpl25m_constant_72000"])[0]
+    assert luo[0]["kind"] == "train" and "[training loss]" in R._ref_label(luo[0])
+    fig2, what = R.reference_figure(lab)
+    assert fig2 is not None and "default selection" in what
+    with pytest.raises(FwlabError, match="no_such_run"):
+        R.resolve_references(["no_such_run"])
+
+
+@needs_refs
+def test_report_of_an_imported_124m_sweep_with_an_overlay(tmp_path):
+    from fwlab.importers import import_reference_group
+    sw = tmp_path / "s"
+    import_reference_group(REFS, "schaipp2025-124m-lr0.001", sw, budgets_only=True, progress=False)
+    with pytest.raises(FwlabError, match="no_such_run"):  # checked before any kernel starts
+        R.make_report(sw, reference=["no_such_run"])
+    out = R.make_report(sw, reference=str(REFS))
+    rows = list(csv.DictReader((out / "summary.csv").read_text().splitlines()))
+    assert [int(r["max_iters"]) for r in rows] == [15000, 25000, 35000, 50000]
+    html = (out / "report.html").read_text()
+    assert "train 50,000 iterations" in html
+    assert "published curves: llmc_124M_adamw_cosine_19560" in html
+    assert "hours unknown" in html
+
+
+@needs_refs
+def test_the_training_notebook_shows_its_run_among_published_curves(tiny_data, tmp_path):
+    import papermill as pm
+    nb = Path(__file__).resolve().parents[1] / "notebooks" / "02_train.ipynb"
+    pm.execute_notebook(str(nb), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                        cwd=str(tmp_path), progress_bar=False,
+                        parameters=dict(max_iters=4, preset="tiny", data_dir=str(tiny_data),
+                                        run_dir="nbrun", tokens_per_iter=512, eval_interval=2,
+                                        eval_tokens=1024, device="cpu", dtype="float32",
+                                        compile=False, extra={"progress": False}))
+    out = json.loads((tmp_path / "out.ipynb").read_text())
+    last = [c for c in out["cells"] if c["cell_type"] == "code"][-1]
+    pngs = [o for o in last["outputs"] if "image/png" in o.get("data", {})]
+    assert len(pngs) == 2  # its own curves, then the same run among the published ones
+    text = "".join("".join(o.get("text", "")) for o in last["outputs"])
+    assert "published curves: the default selection" in text

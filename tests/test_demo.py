@@ -8,6 +8,9 @@ import pytest
 
 from fwlab import demo, sweep
 from fwlab.errors import FwlabError
+from fwlab.importers import default_reference_dir
+
+REFS_THERE = default_reference_dir() is not None  # ../shared/data/reference-curves beside the checkout
 
 FAST = dict(train_tok_s=1e6, eval_tok_s=3e6, device="cpu", dtype="bfloat16")
 # an AVX2-only 2-core EPYC under load: fp32, ~700 tokens/s of training
@@ -123,6 +126,17 @@ def test_demo_prepares_sweeps_and_reports_then_does_no_work_again(tmp_path, edu_
     for name in ("analysis.ipynb", "report.html", "curves.png", "summary.csv"):
         assert (report / name).stat().st_size > 0, name
     assert str(report / "report.html") in out
+    assert "train " in out and " iterations: final validation loss" in out  # the answer, printed
+    real = tmp_path / "demo" / "reference-124m" / "sweep"
+    if REFS_THERE:  # the real 124M sweep imported and reported beside the CPU one
+        assert f"the real 124M sweep's {real / 'report' / 'report.html'}" in out
+        assert f"the CPU sweep's {report / 'report.html'}" in out
+        rows = (real / "report" / "summary.csv").read_text().splitlines()
+        assert [r.split(",")[1] for r in rows[1:]] == ["15000", "25000", "35000", "50000"]
+        assert "train 50,000 iterations" in out
+        real_mtime = (real / "report" / "report.html").stat().st_mtime_ns
+    else:
+        assert not real.exists()
     # a second run finds everything done: not re-sized, no notebook executed, the report left alone
     mtime = (report / "report.html").stat().st_mtime_ns
     monkeypatch.setattr(demo, "measure_speed", lambda: pytest.fail("re-sized a started demo"))
@@ -130,3 +144,13 @@ def test_demo_prepares_sweeps_and_reports_then_does_no_work_again(tmp_path, edu_
     assert demo.main(args) == 0
     assert "resuming the demo" in capsys.readouterr().out
     assert (report / "report.html").stat().st_mtime_ns == mtime
+    if REFS_THERE:
+        assert (real / "report" / "report.html").stat().st_mtime_ns == real_mtime
+
+
+def test_demo_refuses_a_wrong_reference_folder_before_any_work(tmp_path):
+    args = argparse.Namespace(source=["x.jsonl"], out=str(tmp_path / "demo"), max_tokens="24e3",
+                              target_min=8, reference=str(tmp_path))
+    with pytest.raises(FwlabError, match="not a reference-curves folder"):
+        demo.main(args)
+    assert not (tmp_path / "demo").exists()

@@ -1,5 +1,5 @@
-"""fwlab.forecast and fwlab.claims: the loss fit, the repetition correction, the bootstrap interval,
-the published priors, plateau advice, the claims verdicts and the backtest (the planner's hours and
+"""fwlab.forecast: the loss fit, the repetition correction, the bootstrap interval and the backtest
+(the priors and the claims verdicts: tests/test_claims.py; the planner's hours, plateau advice and
 the CLI: tests/test_plan.py).
 
 Synthetic sweeps are written in the run-directory format of fwlab/train.py (config.json,
@@ -9,12 +9,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from fwlab import claims as C
 from fwlab import forecast as F
-from fwlab import plan as P
 from fwlab.errors import FwlabError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -206,119 +203,6 @@ def test_bootstrap_interval_covers_truth(tmp_path):
         assert out["high"][0] - out["low"][0] < 0.3
     assert inside >= 5
     assert np.median(np.abs(errors)) < 0.03
-
-
-# --- published priors --------------------------------------------------------------------------
-def test_prior_fits_give_sane_numbers():
-    # GPT-2 124M on 10B tokens: published FineWeb-Edu runs end near 3.03-3.09
-    p124 = F.prior_loss(124e6, 10e9, 10e9)
-    assert 2.9 < p124["val_loss"][0] < 3.2
-    n40 = F.preset_params("40m")
-    assert 40e6 < n40 < 42e6
-    budgets = np.array([6000, 10000, 15000, 20000]) * 524_288
-    p = F.prior_loss(n40, budgets, 3.68e9)
-    assert np.all(np.diff(p["val_loss"]) < 0)                     # more tokens, lower loss
-    assert np.all((p["low"] <= p["val_loss"]) & (p["val_loss"] <= p["high"]))
-    assert 3.2 < p["val_loss"][-1] < 3.6 and 3.4 < p["val_loss"][0] < 3.8
-    assert "indicative prior only" in p["method"]
-    # repetition: at 2.85 epochs the optimistic end (repeats = fresh) is below the D' fits
-    assert p["low"][-1] < min(v[-1] for v in p["fits"].values())
-
-
-# --- plateau advice ------------------------------------------------------------------------------
-def test_plateau_advice():
-    it = np.arange(1, 21) * 100
-    rng = np.random.default_rng(0)
-    flat = pd.DataFrame(dict(iter=it, val_loss=3.0 + rng.normal(0, 0.003, len(it))))
-    falling = pd.DataFrame(dict(iter=it, val_loss=3.0 + 1 / np.sqrt(it) * 5))
-    assert P.plateau(flat)["plateaued"] is True
-    f = P.plateau(falling)
-    assert f["plateaued"] is False and f["slope_per_1k_iters"] < 0
-    assert P.plateau(flat.head(3))["plateaued"] is None
-
-
-# --- claims --------------------------------------------------------------------------------------
-def test_example_claims_file_parses():
-    cl = C.load_claims(EXAMPLE)
-    assert cl["preset"] == "40m" and cl["tokens_per_iter"] == 524_288
-    assert cl["data_tokens"] == pytest.approx(3.68e9)
-    loss = {c["iters"]: (c["low"], c["high"]) for c in cl["claims"] if c["kind"] == "val_loss"}
-    assert loss == {6000: (2.9, 3.1), 10000: (2.65, 2.8), 15000: (2.5, 2.65), 20000: (2.42, 2.55)}
-    (h,) = [c for c in cl["claims"] if c["kind"] == "hours"]
-    assert (h["low"], h["high"], h["iters"], h["gpu"]) == (8, 11, 10000, "RTX 4070")
-
-
-def test_claims_verdicts_on_a_synthetic_sweep(tmp_path):
-    sweep = write_sweep(tmp_path / "sw", noise=0.002)
-    U, tpi = 290_000, 4096
-    f100, f400 = final_loss(100 * tpi, U), final_loss(400 * tpi, U)
-    claims = tmp_path / "c.yaml"
-    claims.write_text(f"""
-preset: tiny
-tokens_per_iter: {tpi}
-data_tokens: {U}
-claims:
-  - iters: 100
-    val_loss: [{f100 - 0.05:.3f}, {f100 + 0.05:.3f}]
-  - iters: 200
-    val_loss: [1.0, 2.0]
-  - iters: 400
-    val_loss: [{f400 + 0.3:.3f}, {f400 + 0.5:.3f}]
-  - hours: [0.4, 0.5]
-    per_iters: 1000
-  - hours: [0.001, 0.002]
-    per_iters: 100000
-    gpu: H100
-""")
-    df = C.check_claims(claims, sweep, n_boot=40)
-    assert list(df["verdict"]) == ["consistent", "too optimistic", "too pessimistic",
-                                   "consistent", "too optimistic"]
-    assert list(df["basis"]) == ["measured (b100)", "measured (b200)", "forecast", "measured",
-                                 "gpu peak"]
-    assert df.loc[0, "value"] == pytest.approx(f100, abs=0.01)
-    assert df.loc[2, "low"] <= f400 <= df.loc[2, "high"]
-    assert df.loc[3, "value"] == pytest.approx(1000 * tpi / 2500.0 / 3600)  # the runs' tok/s
-    assert set(C.COLUMNS) <= set(df.columns)
-
-
-def test_reference_claims_against_a_cpu_sweep_use_the_prior(tmp_path):
-    """A CPU-scale sweep (tiny preset) cannot speak for 40m claims: the prior answers, labelled."""
-    sweep = write_sweep(tmp_path / "sw")
-    df = C.check_claims(EXAMPLE, sweep, n_boot=20)
-    loss = df[df["kind"] == "val_loss"]
-    assert set(loss["basis"]) == {"prior"}
-    assert loss["note"].str.contains("indicative prior only").all()
-    assert loss.set_index("iters").loc[20000, "verdict"] == "too optimistic"
-    hours = df[df["kind"] == "hours"].iloc[0]
-    assert hours["basis"] == "gpu peak" and hours["verdict"] == "too optimistic"
-
-
-def test_claims_against_a_plan_json(tmp_path, monkeypatch):
-    plan = P.plan("40m", 3.68e9, 524_288, [6000, 10000, 15000, 20000], tok_per_s=80_000,
-                  progress=False)
-    path = tmp_path / "plan.json"
-    path.write_text(json.dumps(plan))
-    df = C.check_claims(EXAMPLE, path)
-    loss = df[df["kind"] == "val_loss"]
-    assert (loss["basis"] == "plan (prior)").all()
-    assert loss["note"].str.contains("plan.json: indicative prior only").all()
-    assert list(loss["value"]) == pytest.approx([r["val_loss"] for r in plan["rows"]])
-
-
-@pytest.mark.parametrize("body, match", [
-    ("claims: []", "non-empty `claims:`"),
-    ("claims:\n  - iters: 10\n", "exactly one of val_loss"),
-    ("claims:\n  - val_loss: [3, 2]\n    iters: 10\n", "above high"),
-    ("claims:\n  - hours: [1, 2]\n", "per_iters"),
-    ("claims:\n  - iters: 10\n    val_loss: [a, 2]\n", "not a number"),
-    ("preset: 7b\nclaims:\n  - iters: 10\n    val_loss: [1, 2]\n", "preset '7b' unknown"),
-])
-def test_bad_claims_files_name_the_file(tmp_path, body, match):
-    p = tmp_path / "bad.yaml"
-    p.write_text(body)
-    with pytest.raises(FwlabError, match=match) as e:
-        C.load_claims(p)
-    assert "bad.yaml" in str(e.value)
 
 
 # --- backtest ------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from fwlab import plan as P
@@ -74,7 +76,8 @@ def test_plan_with_a_named_gpu_and_the_prior():
     assert r10k["hours_high"] == pytest.approx(10000 * 524_288 * fpt / (58.3e12 * 0.3) / 3600)
     assert r10k["hours_low"] > 11  # the shared "8-11 h per 10k iterations" cannot hold
     text = P.format_plan(p)
-    assert "INDICATIVE PRIOR ONLY" in text and "recommendation:" in text
+    assert "PRIOR ONLY" in text and "recommendation:" in text
+    assert p["rows"][0]["loss_basis"] == f"prior ({p['prior']})"
 
 def test_mfu_range_flag():
     assert P.parse_mfu_range("0.3,0.5") == [0.3, 0.5]
@@ -118,3 +121,129 @@ def test_cli_plan_and_check_claims(tmp_path):
                           "--from", str(sweep)], capture_output=True, text=True, cwd=REPO,
                          timeout=120)
     assert bad.returncode == 2 and "none.yaml" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# --- one model for the recommendation and the plateau advice; budgets from --from ----------------
+def test_plateau_slope_test():
+    it = np.arange(1, 21) * 100
+    rng = np.random.default_rng(0)
+    flat = pd.DataFrame(dict(iter=it, val_loss=3.0 + rng.normal(0, 0.003, len(it))))
+    falling = pd.DataFrame(dict(iter=it, val_loss=3.0 + 1 / np.sqrt(it) * 5))
+    assert P.plateau(flat)["plateaued"] is True
+    f = P.plateau(falling)
+    assert f["plateaued"] is False and f["slope_per_1k_iters"] < 0
+    assert P.plateau(flat.head(3))["plateaued"] is None
+
+
+def _args(**kw):
+    import argparse
+    base = dict(from_=None, preset=None, data_tokens=None, tokens_per_iter=None, mfu="0.3,0.5",
+                budgets=None, tok_per_s=2000.0, measure_iters=0, device="cpu", dtype="float32",
+                compile=False, micro_batch=0, data=None, gpu=None, min_gain_per_hour=0.01,
+                json=True, out=None)
+    return argparse.Namespace(**(base | kw))
+
+
+def test_plan_from_a_sweep_plans_its_own_budgets(tmp_path, capsys):
+    sweep = write_sweep(tmp_path / "sw")
+    assert P.main_plan(_args(from_=[str(sweep)], out=str(tmp_path / "p.json"))) == 0
+    p = json.loads((tmp_path / "p.json").read_text())
+    assert [r["budget"] for r in p["rows"]] == [60, 100, 150, 200]
+    assert "those of" in capsys.readouterr().err
+    assert all(r["loss_basis"].startswith("measured") for r in p["rows"])
+    assert all(r["beyond_curves"] == pytest.approx(r["tokens"] / (200 * 4096)) for r in p["rows"])
+    assert "FAR BEYOND" not in P.format_plan(p)
+
+
+def _agree(p):
+    """The recommendation and the plateau advice say the same about a longer budget."""
+    rec = p["recommendation"]
+    (pl,) = p["plateau"]
+    assert pl["advice_from"].startswith("the plan's forecast")
+    longer = bool(rec["longer_pays"])
+    assert pl["plateaued"] is (not longer)
+    text = P.format_plan(p)
+    rec_line = next(l for l in text.splitlines() if l.startswith("recommendation:"))
+    pl_line = next(l for l in text.splitlines() if l.startswith("plateau:"))
+    if longer:
+        assert "would still pay" in rec_line and "would still pay" in pl_line
+    else:
+        assert "would still pay" not in pl_line and "buys little" in pl_line
+    return text
+
+
+def test_far_beyond_the_curves_is_said_loudly_and_advice_agrees(tmp_path):
+    sweep = write_sweep(tmp_path / "sw")  # the curves reach 200 x 4096 tokens (2.8 epochs)
+    p = P.plan("tiny", 290_000, 4096, [100, 400, 1300], sources=[sweep], tok_per_s=2000,
+               n_boot=20, progress=False)
+    assert [round(r["beyond_curves"], 2) for r in p["rows"]] == [0.5, 2.0, 6.5]
+    text = _agree(p)
+    assert "*** FAR BEYOND THE CURVES: budgets 1,300 need up to 6.5x the tokens" in text
+    assert "6.5x past the curves" in text
+    assert p["next_step"]["budget"] == 1950
+    # the default threshold and a threshold above every step: both agree with the advice
+    p2 = P.plan("tiny", 290_000, 4096, [100, 150, 200], sources=[sweep], tok_per_s=2000,
+                n_boot=20, progress=False, min_gain_per_hour=1e9)
+    assert p2["recommendation"]["budget"] == 100 and p2["recommendation"]["longer_pays"] is False
+    assert "recommended" in next(l for l in P.format_plan(p2).splitlines() if l.startswith("     100"))
+    _agree(p2)
+    p3 = P.plan("tiny", 290_000, 4096, [100, 150, 200], sources=[sweep], tok_per_s=2000,
+                n_boot=20, progress=False, min_gain_per_hour=-1e9)
+    assert p3["recommendation"]["budget"] == 200 and p3["recommendation"]["longer_pays"] is True
+    _agree(p3)
+
+
+def test_format_plan_survives_unknown_stderrs():
+    rows = [dict(budget=b, tokens=b * 10, epochs=0.1, val_loss=3.0 - i / 10, val_loss_low=None,
+                 val_loss_high=None, loss_basis="measured (x)", hours=1.0 + i, hours_low=1.0 + i,
+                 hours_high=1.0 + i, gain=None if i == 0 else 0.1,
+                 extra_hours=None if i == 0 else 1.0, gain_per_hour=None if i == 0 else 0.1)
+            for i, b in enumerate((10, 20))]
+    p = dict(preset="tiny", n_params=1e6, flops_per_token=6e6, data_tokens=1e6,
+             tokens_per_iter=10, throughput=dict(source="given", tok_per_s=10.0), loss_basis="curves",
+             loss_method="m", interval="90% bootstrap", rows=rows,
+             recommendation=P.recommend(rows, 0.01), plateau=[])
+    text = P.format_plan(p)
+    assert "[?, ?]" in text and "nats per hour" in text
+
+
+REFS = (REPO / ".." / "shared" / "data" / "reference-curves").resolve()
+
+
+@pytest.mark.skipif(not (REFS / "runs").is_dir(), reason=f"no reference curves at {REFS}")
+def test_plan_from_an_imported_reference_sweep(tmp_path):
+    from fwlab.importers import import_reference_group
+    out = tmp_path / "s"
+    import_reference_group(REFS, "schaipp2025-124m-lr0.001", out, budgets_only=True,
+                           progress=False)
+    with pytest.raises(FwlabError, match="--train-tokens"):  # unique tokens unknown: say which
+        P.main_plan(_args(from_=[str(out)], data_tokens="1e12"))
+    out2 = tmp_path / "s2"
+    import_reference_group(REFS, "schaipp2025-124m-lr0.001", out2, budgets_only=True,
+                           progress=False, train_tokens=600_000_000_000)
+    lab = P.load_runs(out2)
+    assert P.sweep_budgets(lab) == [15000, 25000, 35000, 50000]
+    p = P.plan("40m", 6e11, 102_400, P.sweep_budgets(lab), sources=[out2], tok_per_s=1e6,
+               n_boot=10, progress=False, lab=lab)
+    text = _agree(p)  # measured rows without a logged stderr print, not crash
+    assert "[?, ?]" in text
+    assert [r["loss_basis"] for r in p["rows"]] == [
+        f"measured (wsd-linear-0.2_{b})" for b in (15000, 25000, 35000, 50000)]
+    assert "constant LR" in p["loss_method"]  # the schedule is only the logged lr: said
+
+
+def test_advice_for_a_running_run_follows_the_forecast(tmp_path):
+    sweep = write_sweep(tmp_path / "sw")
+    (sweep / "runs" / "b200" / "final.json").unlink()  # the trunk is still training
+    state = json.loads((sweep / "sweep.json").read_text())
+    for r in state["runs"]:
+        if r["name"] == "b200":
+            r["status"] = "running"
+    (sweep / "sweep.json").write_text(json.dumps(state))
+    for thr, word in ((0.01, "keep training"), (1e9, "cool down")):
+        p = P.plan("tiny", 290_000, 4096, [60, 100, 150, 200], sources=[sweep], tok_per_s=2000,
+                   n_boot=10, progress=False, min_gain_per_hour=thr)
+        (pl,) = [x for x in p["plateau"] if x["run"] == "b200"]
+        assert pl["status"] == "running" and word in pl["advice"]
+        assert pl["plateaued"] is (word == "cool down")
+        assert str(f"{p['recommendation']['budget']:,}") in pl["advice"]
