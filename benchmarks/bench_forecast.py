@@ -63,7 +63,7 @@ def make_sweep(out: Path, seed: int, eval_interval: int) -> Path:
 SWEEP_FRAC = 0.35       # the trunk a sweep case may use, of the longest WSD budget's steps
 LIVE_FRACS = (0.3, 0.5)
 CANON_FRAC = 0.2        # the cooldown fraction a sweep's budgets are read at (closest to it)
-GROUP_FIT_POINTS = 60   # points per curve in a group's own fit (evenly thinned; for the priors)
+GROUP_FIT_POINTS = 25   # points per curve in a group's own fit (evenly thinned; for the priors)
 
 
 def load_reference(root) -> dict:
@@ -223,12 +223,12 @@ def group_fit(R, names):
         if len(idx):
             curves.append(laws.Curve(r["lr"], st[idx], lo[idx]))
     masks = F.fit_masks(curves, F.FIT_FROM / 2)
-    pr, _ = F._prior(WEAK_PRIOR)
+    # the exponents' priors of WSD targets (most of the cases B's prior serves): B is then the
+    # same quantity as in the cases' fits
+    pr, _ = F._prior(F.PRIOR["wsd"])
     return laws.fit("mpl", curves, prior=pr, fit_mask=masks, starts=F.STARTS).params()
 
 
-WEAK_PRIOR = dict(alpha=(0.45, 0.3), log_c=(-3.0, 4.0), beta=(0.6, 1.0), gamma=(0.6, 0.8),
-                  B=(0.15, 0.15))
 PRIOR_FLOOR = dict(alpha=0.05, log_c=0.7, beta=0.2, gamma=0.15, B=0.03)
 
 
@@ -268,9 +268,11 @@ def run_reference(root, json_out=None, quick: bool = False) -> dict:
                  compute_frac=round(c["compute_frac"], 4), target_step=c["target"][1],
                  actual=c["actual"], lr_down=c["lr_down"])
         try:
-            out = F.forecast_curves(known, tgt, prior=prior_from(fits, exclude=c["group"]),
-                                    scale=1.0)
-            ing = F.forecast_curves(known, tgt, prior=all_prior, scale=1.0)
+            kind = R[c["target"][0]]["spec"]["kind"]
+            base = F.prior_for(kind)
+            out = F.forecast_curves(known, tgt, prior=dict(base, B=prior_from(fits, c["group"])[
+                "B"]), scale=1.0)
+            ing = F.forecast_curves(known, tgt, prior=dict(base, B=all_prior["B"]), scale=1.0)
         except Exception as e:  # a case the method cannot take is reported, not hidden
             print(f"  {c['case']}: {type(e).__name__}: {e}")
             continue
@@ -278,12 +280,10 @@ def run_reference(root, json_out=None, quick: bool = False) -> dict:
                  in_group_forecast=float(ing["val_loss"][0]), in_group_u=float(ing["u"][0]))
         rows.append(r)
     # the interval: half-width K x u, K the 90% quantile of |error| / u over the other groups' cases
-    ratio = np.array([abs(r["forecast"] - r["actual"]) / r["u"] for r in rows])
-    grp = np.array([r["group"] for r in rows])
-    z = F.normal_z(F.LEVEL) / F.normal_z(0.9)
-    for i, r in enumerate(rows):
-        k = float(np.quantile(ratio[grp != r["group"]], F.LEVEL)) * z
-        f = r["forecast"]
+    ks = F.logo_scale([abs(r["forecast"] - r["actual"]) / r["u"] for r in rows],
+                      [r["group"] for r in rows], F.LEVEL)
+    for r, k in zip(rows, ks):
+        k, f = float(k), r["forecast"]
         r.update(low=f - k * r["u"], high=f + k * r["u"], error=f - r["actual"], k=k)
         r["inside"] = bool(r["low"] <= r["actual"] <= r["high"])
         r["in_group_error"] = r["in_group_forecast"] - r["actual"]

@@ -70,9 +70,11 @@ OUTLIER_Z = 6.0                    # evals this many robust SDs off a first fit 
 MIN_POINTS = 6
 # --- constants chosen on the published curves (benchmarks/bench_forecast.py; module docstring) --
 FIT_FROM = 0.2                     # the fit starts at this share of the latest known step
-PRIOR = dict(alpha=(0.46, 0.15), log_c=(-3.5, 2.5), beta=(0.6, 0.6), gamma=(0.6, 0.4),
-             B=(0.17, 0.08))
-PRIOR_SOURCE = "fits of 23 groups of published curves"
+WINDOWS = (0.05, 0.1, 0.2, 0.4)    # the fits start at these shares of the latest known step
+_BASE = dict(alpha=(0.46, 0.15), log_c=(-3.5, 5.0), gamma=(0.6, 1.0), B=(0.17, 0.08))
+PRIOR = {"wsd": dict(_BASE, beta=(2.0, 0.3)),      # targets with a WSD (stable, then decay) LR
+         "other": dict(_BASE, beta=(0.6, 0.6))}    # cosine, constant, anything else
+PRIOR_SOURCE = "published curves"
 INTERVAL_K = 2.0                   # the 90% interval's half-width, in units of the fit's spread
 STARTS = [(a, lc, 0.6, 0.6) for a in (0.35, 0.55) for lc in (-6.0, -3.0, -0.5)]
 PRIORS = {
@@ -222,67 +224,80 @@ def fit_masks(curves, fit_from: float = FIT_FROM) -> list[np.ndarray]:
     return [(c.steps > warmup_end(c.lr)) & (c.steps >= fit_from * last) for c in curves]
 
 
-def _prior(prior: dict | None) -> tuple[laws.Prior, tuple]:
-    p = PRIOR if prior is None else prior
-    return laws.Prior({k: p[k][0] for k in laws.NONLIN["mpl"]},
-                      {k: p[k][1] for k in laws.NONLIN["mpl"]}), tuple(p["B"])
+def _prior(prior: dict) -> tuple[laws.Prior, tuple]:
+    return laws.Prior({k: prior[k][0] for k in laws.NONLIN["mpl"]},
+                      {k: prior[k][1] for k in laws.NONLIN["mpl"]}), tuple(prior["B"])
 
 
-def forecast_curves(known, targets, prior: dict | None = None, level: float = LEVEL,
-                    scale: float | None = None, fit_from: float = FIT_FROM,
-                    despike: bool = True) -> dict:
+def prior_for(kind: str | None) -> dict:
+    """PRIOR of a target schedule kind (schedule spec `kind`): 'wsd', else 'other'."""
+    return PRIOR["wsd" if kind == "wsd" else "other"]
+
+
+def forecast_curves(known, targets, prior: dict | None = None, target_kind: str | None = None,
+                    level: float = LEVEL, scale: float | None = None,
+                    windows=WINDOWS, despike: bool = True) -> dict:
     """The loss at the (last) step of each target curve (laws.Curve, no losses needed) from the
-    known curves (laws.Curve with losses): the multi-power law fitted with the exponents' priors
-    (`prior`, default PRIOR) and, when no known point has seen the LR come down, B from its prior
-    too. Returns dict(val_loss, low, high, u (the spread the interval scales), drop_seen, fit (the
-    law's parameters), n_spikes)."""
-    pr, bprior = _prior(prior)
+    known curves (laws.Curve with losses). The multi-power law is fitted from each of `windows`
+    (a share of the latest known step) on, with the priors of `prior` (default: PRIOR of
+    target_kind) on its exponents and on B; the forecast is the median of those fits'. Returns
+    dict(val_loss, low, high, u (the spread the interval scales), drop_seen, fit (the middle
+    window's parameters), n_spikes)."""
+    pr, bprior = _prior(prior or prior_for(target_kind))
     known = [c for c in known if len(c.steps)]
-    masks = fit_masks(known, fit_from)
+    mid = sorted(windows)[len(windows) // 2]
+    masks = fit_masks(known, mid)
     n_fit = sum(int(m.sum()) for m in masks)
     if n_fit < MIN_POINTS:
         raise FwlabError(f"too few validation points to fit a loss curve ({n_fit} after warm-up "
-                         f"and the first {fit_from:.0%} of the steps, {MIN_POINTS} needed); "
+                         f"and the first {mid:.0%} of the steps, {MIN_POINTS} needed); "
                          f"evaluate more often (--eval-interval) or let the run go further")
     seen = laws.features(known, masks).drop_seen
-    bp = None if seen else bprior
-    main = laws.fit("mpl", known, prior=pr, fit_mask=masks, b_prior=bp, starts=STARTS)
+    main = laws.fit("mpl", known, prior=pr, fit_mask=masks, b_prior=bprior, starts=STARTS)
+    keep = [np.ones(len(c.steps), bool) for c in known]
     n_spikes = 0
-    if despike:  # evaluations far off the first fit (loss spikes) are dropped, then refitted
-        f = laws.features(known, masks)
-        res = f.y - main.predict(f)
-        mad = 1.4826 * np.median(np.abs(res - np.median(res)))
-        off = np.abs(res - np.median(res)) > OUTLIER_Z * max(mad, 1e-4)
-        if off.any():
-            n_spikes = int(off.sum())
-            pos = 0
-            for m in masks:
-                idx = np.flatnonzero(m)
-                m[idx[off[pos:pos + len(idx)]]] = False
-                pos += len(idx)
-            main = laws.fit("mpl", known, prior=pr, fit_mask=masks, b_prior=bp, starts=STARTS)
+    if despike:  # evaluations far off the first fit (loss spikes) are left out of every fit
+        for c, m, k in zip(known, masks, keep):
+            res = c.loss[m] - main.predict(laws.features([laws.Curve(c.lr, c.steps[m])]))
+            mad = 1.4826 * np.median(np.abs(res - np.median(res))) if len(res) else 0.0
+            off = np.abs(res - np.median(res)) > OUTLIER_Z * max(mad, 1e-4)
+            k[np.flatnonzero(m)[off]] = False
+            n_spikes += int(off.sum())
     ft = laws.features(targets)
-    pred = main.predict(ft)
-    # the spread the interval scales: the same law fitted on other windows of the same points,
-    # Tissue et al.'s law, and (B unknown) B at its prior's ends
-    alt = []
-    for ff in (fit_from / 2, min(2 * fit_from, 0.6)):
-        mk = fit_masks(known, ff)
-        if sum(int(m.sum()) for m in mk) >= MIN_POINTS:
-            alt.append(laws.fit("mpl", known, prior=pr, fit_mask=mk, b_prior=bp,
-                                starts=STARTS[:2], noise=max(main.sigma, 1e-4)).predict(ft))
-    alt.append(laws.fit("tissue", known, fit_mask=masks, b_prior=None if seen else (
-        0.0, 1e-9)).predict(ft) if seen else pred)
-    if not seen:
-        for mult in (math.exp(-bprior[1] / bprior[0]), math.exp(bprior[1] / bprior[0])):
-            alt.append(laws.fit("mpl", known, prior=pr, fit_mask=masks, starts=STARTS[:1],
-                                b_prior=(bprior[0] * mult, 1e-6), noise=max(main.sigma, 1e-4))
-                       .predict(ft))
-    spread = np.std(np.vstack([pred] + alt), axis=0)
-    u = np.sqrt(spread ** 2 + main.sigma ** 2)
+    preds, fits = [], {}
+    for ff in windows:
+        mk = [m & k for m, k in zip(fit_masks(known, ff), keep)]
+        if sum(int(m.sum()) for m in mk) < MIN_POINTS:
+            continue
+        f = main if ff == mid and not n_spikes else laws.fit(
+            "mpl", known, prior=pr, fit_mask=mk, b_prior=bprior, starts=STARTS)
+        fits[ff] = f
+        preds.append(f.predict(ft))
+    pred = np.median(np.vstack(preds), axis=0)
+    ref = fits.get(mid, main)
+    members = list(preds)
+    if not seen:  # nothing measured B: its prior's ends are part of the spread
+        mk = [m & k for m, k in zip(masks, keep)]
+        for b in (max(bprior[0] - bprior[1], 0.0), bprior[0] + bprior[1]):
+            members.append(laws.fit("mpl", known, prior=pr, fit_mask=mk, b_prior=(b, 1e-6),
+                                    starts=STARTS[:2], noise=max(ref.sigma, 1e-4)).predict(ft))
+    spread = np.std(np.vstack(members), axis=0)
+    u = np.sqrt(spread ** 2 + ref.sigma ** 2)
     k = (INTERVAL_K if scale is None else scale) * normal_z(level) / normal_z(0.9)
     return dict(val_loss=pred, low=pred - k * u, high=pred + k * u, u=u, drop_seen=seen,
-                fit=main.params(), n_spikes=n_spikes)
+                fit=ref.params(), n_spikes=n_spikes)
+
+
+def logo_scale(ratio, groups, level: float = LEVEL) -> np.ndarray:
+    """Leave-one-group-out interval scale: per case, the `level` quantile of |error| / u over the
+    cases of every other group (ratio: |error| / u per case). A half-width of that times u then
+    covers the truth `level` of the time on groups the scale was not chosen on."""
+    ratio, groups = np.asarray(ratio, float), np.asarray(groups)
+    out = np.empty(len(ratio))
+    for g in set(groups.tolist()):
+        other = ratio[groups != g]
+        out[groups == g] = np.quantile(other, level) if len(other) else np.nan
+    return out
 
 
 def _curves_of(points: pd.DataFrame, r_star: float) -> list:
@@ -310,7 +325,7 @@ def fit_points(points: pd.DataFrame, r_star: float = R_STAR, prior: dict | None 
         raise FwlabError(f"too few validation points to fit a loss curve ({n_fit} after "
                          f"warm-up, {MIN_POINTS} needed); evaluate more often (--eval-interval) "
                          f"or let the run go further")
-    pr, _ = _prior(prior)
+    pr, bp = _prior(prior or PRIOR["other"])
     return laws.fit("mpl", curves, prior=pr, fit_mask=masks, starts=STARTS)
 
 
@@ -337,6 +352,24 @@ def budget_lrs(iters, sched: dict | None) -> list[np.ndarray]:
     return [budget_lr(sched, n) for n in np.asarray(iters, dtype=int)]
 
 
+def branch_advice(sched: dict | None, budgets, known_iter) -> str:
+    """What pins an assumed cooldown gain down: one cooldown branch off the trunk, at the shortest
+    budget the trunk has passed (else the shortest), and what it costs in iterations."""
+    b = np.sort(np.asarray(budgets, float))
+    passed = b[b <= float(known_iter)]
+    n = int(round(passed[-1] if len(passed) else b[0]))
+    frac = None
+    if sched:
+        frac = (schedule.validate_spec(sched["lr_schedule"]).get("cooldown_frac")
+                if sched.get("lr_schedule") is not None else sched.get("cooldown_frac"))
+    frac = float(frac) if frac else 0.2
+    cost = int(round(frac * n))
+    where = "from the trunk's checkpoint there" if len(passed) else "once the trunk gets there"
+    return (f"finish one short cooldown branch to pin it down: the {n}-iteration budget's "
+            f"{frac:.0%} cooldown ({cost} iterations, {cost / float(b[-1]):.0%} of the longest "
+            f"budget's) {where}")
+
+
 def forecast_loss(points: pd.DataFrame, tokens, unique_tokens, n_boot: int = N_BOOT,
                   level: float = LEVEL, seed: int = 0, r_star: float = R_STAR,
                   sched: dict | None = None, tokens_per_iter: int | None = None,
@@ -361,7 +394,9 @@ def forecast_loss(points: pd.DataFrame, tokens, unique_tokens, n_boot: int = N_B
         lr = budget_lr(sched, n)
         worth = token_worth(np.arange(1, n + 1) * float(tokens_per_iter), U, r_star)
         targets.append(laws.Curve(lr, [n], worth=worth))
-    out = forecast_curves(known, targets, level=level)
+    kind = (schedule.validate_spec(sched["lr_schedule"])["kind"] if sched and sched.get(
+        "lr_schedule") is not None else (sched or {}).get("schedule"))
+    out = forecast_curves(known, targets, target_kind=kind, level=level)
     annealed_target = bool(sched) and (
         _spec_annealed(sched["lr_schedule"]) if sched.get("lr_schedule") is not None
         else schedule.is_annealed(sched.get("schedule"), sched.get("min_lr_frac")))
@@ -374,7 +409,8 @@ def forecast_loss(points: pd.DataFrame, tokens, unique_tokens, n_boot: int = N_B
     drop_assumed = not out["drop_seen"] and annealed_target
     if drop_assumed:
         method += ("; no evaluation after the LR came down, so the cooldown's gain is ASSUMED "
-                   "(B from the prior): finish one short cooldown branch to measure it")
+                   "(B from the prior, hence the wide interval): " + branch_advice(
+                       sched, tokens / tokens_per_iter, points["iter"].max()))
     if (pts["unique_tokens"] == math.inf).any() or unknown_u:
         method += "; unknown unique tokens taken as single-epoch (no repetition discount)"
     elif (tokens > U).any() or (pts["tokens"] > pts["unique_tokens"]).any():

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-MAX_BLOCKS = 240
+MAX_BLOCKS = 400
 ETA_MIN = 1e-3          # η_k^-γ is taken at max(η_k, ETA_MIN): a schedule that ends at 0 exactly
 NONLIN = {"mpl": ("alpha", "log_c", "beta", "gamma"), "tissue": ("alpha", "log_lam")}
 BOUNDS = {"mpl": ([0.05, -12.0, 0.05, 0.0], [1.5, 2.0, 3.0, 1.5]),
