@@ -208,8 +208,9 @@ def target_curve(R, case):
     return laws.Curve(R[name]["lr"], [step])
 
 
-def group_fit(R, names):
-    """One group's own fit (all its curves, thinned): the multi-power law's exponents and B."""
+def group_fit(R, names, kind: str):
+    """One group's own fit (all its curves, thinned), with the exponents' priors of targets of
+    schedule `kind` (so that its B is the quantity the cases' fits of that kind have)."""
     from fwlab import forecast as F, laws
     curves = []
     for n in names:
@@ -219,13 +220,12 @@ def group_fit(R, names):
         if r["role"] == "branch":
             m &= st > _cooldown_start(r)
         idx = np.flatnonzero(m)
-        idx = idx[np.unique(np.linspace(0, len(idx) - 1, min(len(idx), GROUP_FIT_POINTS)).astype(int))] if len(idx) else idx
         if len(idx):
+            idx = idx[np.unique(np.linspace(0, len(idx) - 1,
+                                            min(len(idx), GROUP_FIT_POINTS)).astype(int))]
             curves.append(laws.Curve(r["lr"], st[idx], lo[idx]))
-    masks = F.fit_masks(curves, F.FIT_FROM / 2)
-    # the exponents' priors of WSD targets (most of the cases B's prior serves): B is then the
-    # same quantity as in the cases' fits
-    pr, _ = F._prior(F.PRIOR["wsd"])
+    masks = F.fit_masks(curves, min(F.WINDOWS))
+    pr, _ = F._prior(F.prior_for(kind))
     return laws.fit("mpl", curves, prior=pr, fit_mask=masks, starts=F.STARTS).params()
 
 
@@ -244,41 +244,48 @@ def prior_from(fits: dict, exclude=None) -> dict:
     return out
 
 
-def run_reference(root, json_out=None, quick: bool = False) -> dict:
+def run_reference(root, json_out=None, quick: bool = False, only=None) -> dict:
     from fwlab import forecast as F
     t0 = time.time()
     R = load_reference(root)
     cases = select_cases(R)
+    if only:
+        cases = [c for c in cases if c["protocol"] in only]
     if quick:
         cases = cases[::4]
     groups: dict[str, list[str]] = {}
     for n, r in R.items():
         groups.setdefault(r["group"], []).append(n)
-    fits = {}
+    fits = {kind: {} for kind in ("wsd", "other")}
     for g, names in sorted(groups.items()):
-        fits[g] = group_fit(R, names[:4] if len(names) > 12 and all(
-            R[n]["role"] == "run" for n in names) else names)
+        # a repeat-run group: four of its trials are enough for its own fit
+        use = names[:4] if len(names) > 12 and all(R[n]["role"] == "run" for n in names) else names
+        for kind in fits:
+            fits[kind][g] = group_fit(R, use, kind)
     print(f"{len(R)} curves, {len(groups)} groups fitted in {time.time() - t0:.0f} s; "
           f"{len(cases)} cases", flush=True)
-    all_prior = prior_from(fits)
+    all_prior = {k: prior_from(v) for k, v in fits.items()}
     rows = []
-    for c in cases:
+    for i, c in enumerate(cases):
         known, tgt = known_curves(R, c), [target_curve(R, c)]
         r = dict(case=c["case"], group=c["group"], protocol=c["protocol"],
                  compute_frac=round(c["compute_frac"], 4), target_step=c["target"][1],
                  actual=c["actual"], lr_down=c["lr_down"])
+        kind = "wsd" if R[c["target"][0]]["spec"]["kind"] == "wsd" else "other"
+        base = F.prior_for(kind)
         try:
-            kind = R[c["target"][0]]["spec"]["kind"]
-            base = F.prior_for(kind)
-            out = F.forecast_curves(known, tgt, prior=dict(base, B=prior_from(fits, c["group"])[
-                "B"]), scale=1.0)
-            ing = F.forecast_curves(known, tgt, prior=dict(base, B=all_prior["B"]), scale=1.0)
+            out = F.forecast_curves(known, tgt, prior=dict(base, B=prior_from(
+                fits[kind], c["group"])["B"]), scale=1.0)
+            ing = F.forecast_curves(known, tgt, prior=dict(base, B=all_prior[kind]["B"]),
+                                    scale=1.0)
         except Exception as e:  # a case the method cannot take is reported, not hidden
             print(f"  {c['case']}: {type(e).__name__}: {e}")
             continue
         r.update(forecast=float(out["val_loss"][0]), u=float(out["u"][0]),
                  in_group_forecast=float(ing["val_loss"][0]), in_group_u=float(ing["u"][0]))
         rows.append(r)
+        if (i + 1) % 20 == 0:
+            print(f"  {i + 1}/{len(cases)} cases, {time.time() - t0:.0f} s", flush=True)
     # the interval: half-width K x u, K the 90% quantile of |error| / u over the other groups' cases
     ks = F.logo_scale([abs(r["forecast"] - r["actual"]) / r["u"] for r in rows],
                       [r["group"] for r in rows], F.LEVEL)
@@ -290,8 +297,10 @@ def run_reference(root, json_out=None, quick: bool = False) -> dict:
     k_all = float(np.quantile(np.array([abs(r["in_group_error"]) / r["in_group_u"]
                                         for r in rows]), F.LEVEL))
     summary = summarise(rows)
-    summary.update(interval_k_all_cases=k_all, prior_all_groups=all_prior,
-                   group_fits={g: {k: round(v, 4) for k, v in p.items()} for g, p in fits.items()},
+    summary.update(interval_k_all_cases=k_all, b_prior_all_groups={
+        k: v["B"] for k, v in all_prior.items()}, group_fits={
+        kind: {g: {k: round(v, 4) for k, v in p.items()} for g, p in f.items()}
+        for kind, f in fits.items()},
                    ranking=rankings(rows), seconds=round(time.time() - t0, 1),
                    reference=str(root))
     print_table(rows, summary)
@@ -436,9 +445,12 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default=None, metavar="OUT", help="with --reference: write the cases "
                     "and the summary to OUT")
     ap.add_argument("--quick", action="store_true", help="with --reference: every 4th case only")
+    ap.add_argument("--protocols", default=None, help="with --reference: only these protocols "
+                    "(comma-separated: sweep, sweep-cross, live30, live50, trunk-only)")
     a = ap.parse_args(argv)
     if a.reference:
-        res = run_reference(a.reference, a.json, quick=a.quick)
+        res = run_reference(a.reference, a.json, quick=a.quick,
+                            only=a.protocols.split(",") if a.protocols else None)
         return 0 if all(res["summary"]["targets"].values()) else 1
 
     from fwlab import forecast as F

@@ -21,16 +21,17 @@ Annealing law (Tissue et al. 2024, "Scaling Law with Learning Rate Annealing"), 
   (the momentum form m_i = λ·m_(i-1) + drop_i summed, with its decay λ fitted).
 
 The fit (`fit`) is variable projection: given the non-linear exponents (α, log C, β, γ for the
-multi-power law; α, λ for Tissue's) L0, A, B >= 0 are an exact weighted linear least-squares
-solve, so the optimiser (scipy least_squares, trust-region reflective, inside bounds) moves only
-the exponents, from several starts (a grid; the laws are not convex: a single start from the
-paper's values lands 0.01-0.04 nats worse on the 124M sweeps). Optional Gaussian priors on the
-exponents (and on B when no point has seen the LR come down) enter as extra residuals: a ridge
-toward their means.
+multi-power law; α, log λ for Tissue's) L0, A, B >= 0 are an exact weighted linear least-squares
+solve, so the optimiser (scipy least_squares, trust-region reflective, inside BOUNDS) moves only
+the exponents, from several starts (the laws are not convex). Optional Gaussian priors on the
+exponents and on B enter as extra residuals scaled by the points' noise: a ridge toward their
+means. They matter: from a trunk and one short cooldown branch the multi-power law's B and β trade
+off (an unpenalised fit drifts to β -> 0 with a large B, and forecasts long cooldowns too low, on
+curves made with the law itself as on published ones; tests/test_forecast.py).
 
-LR drops are summed in blocks (at most MAX_BLOCKS per curve, and never across an evaluation
-step) at their drop-weighted mean step: exact for step drops, and on a 3000-step linear cooldown
-the block sums move the law's value by < 1e-5 nats (measured against the per-step sum).
+LR drops are summed in blocks (at most MAX_BLOCKS per curve, never across an evaluation step) at
+their drop-weighted mean step: exact for step drops; on a 45,000-step linear cooldown the
+drop term moves by < 2e-4 (x B, under 1e-4 nats) against the per-step sum.
 """
 from __future__ import annotations
 
