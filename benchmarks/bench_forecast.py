@@ -1,4 +1,17 @@
-"""Backtest of fwlab's loss forecast, end to end, at CPU scale.
+"""Backtest of fwlab's loss forecast: at real scale on published curves (--reference), and end to
+end at CPU scale on fwlab's own sweeps.
+
+--reference DIR: every case of a folder of published curves (../shared/data/reference-curves's
+layout: each run found by its run.json), for five protocols: sweep (a trunk up to <= 35% of the
+longest budget's steps plus the cooldown branches ending inside it -> each longer WSD budget),
+sweep-cross (the same -> the longest budget under cosine), live30 / live50 (one run's evaluations up
+to 30% / 50% of its steps -> its final loss), trunk-only (a constant-LR trunk -> the WSD budgets).
+Whatever is fitted on the data is chosen leaving the case's group out. --json OUT writes
+{"cases": [...], "summary": {...}}; the README's table is its summary.
+
+    python benchmarks/bench_forecast.py --reference ../shared/data/reference-curves --json OUT.json
+
+Without --reference, the CPU-scale smoke test:
 
 Prepares both shared FineWeb(-Edu) sample files, runs wsd sweeps of fwlab demo's setting (the tiny
 preset at the reference scenario's 0.85/1.42/2.13/2.85 epochs; fwlab.demo, fwlab.sweep, papermill) for one or
@@ -105,10 +118,10 @@ def _lr_down_by(r, step: int) -> bool:
 
 
 def select_cases(R: dict) -> list[dict]:
-    """The bench's cases (issue #13's protocols) from load_reference's curves. Each: case, group,
-    protocol, compute_frac, known [(name, first step, last step)] (the evaluations a forecast may
-    see: of that curve, steps in [first, last]), target (name, step), actual, lr_down (whether
-    the known points include an LR decrease)."""
+    """The bench's cases (the module docstring's five protocols) from load_reference's curves.
+    Each: case, group, protocol, compute_frac, known [(name, first step, last step)] (the
+    evaluations a forecast may see: of that curve, steps in [first, last]), target (name, step),
+    actual, lr_down (whether the known points include an LR decrease)."""
     cases = []
     groups: dict[str, list[str]] = {}
     for n, r in R.items():

@@ -52,8 +52,8 @@ def test_train_help_shows_choices_and_defaults():
                   "tensorboard, wandb"):
         assert shown in text, shown
     plan = " ".join(all_parsers()["fwlab plan"].format_help().split())
-    assert "--budgets BUDGETS comma-separated iteration budgets to plan (default: " \
-           "6000,10000,15000,20000)" in plan
+    assert "--budgets BUDGETS comma-separated iteration budgets to plan, e.g. 6000,10000 (default: " \
+           "the --from sweep's own budgets, else 6000,10000,15000,20000)" in plan
 
 
 def test_fwlab_help_describes_fwlab_first(repo_root):
