@@ -82,6 +82,16 @@ SCHEDULE_KEYS = ("schedule", "lr", "min_lr_frac", "warmup_iters", "cooldown_frac
 
 
 # --- repetition ----------------------------------------------------------------------------------
+
+def _enough_points(masks: list, where: str = "") -> list:
+    """The fit masks, or a FwlabError when they leave fewer than MIN_POINTS evaluations to fit."""
+    n_fit = sum(int(m.sum()) for m in masks)
+    if n_fit < MIN_POINTS:
+        raise FwlabError(f"too few validation points to fit a loss curve ({n_fit} after warm-up"
+                         f"{where}, {MIN_POINTS} needed); evaluate more often (--eval-interval) "
+                         f"or let the run go further")
+    return masks
+
 def effective_tokens(tokens, unique_tokens, r_star: float = R_STAR):
     """Muennighoff et al. 2023 effective data: D' = D up to one epoch, then U + U·R*·(1 - e^(-R/R*))
     with R = D/U - 1 repetitions. Works on scalars and arrays."""
@@ -239,12 +249,7 @@ def forecast_curves(known, targets, prior: dict | None = None, target_kind: str 
     pr, bprior = _prior(prior or prior_for(target_kind))
     known = [c for c in known if len(c.steps)]
     mid = sorted(windows)[len(windows) // 2]
-    masks = fit_masks(known, mid)
-    n_fit = sum(int(m.sum()) for m in masks)
-    if n_fit < MIN_POINTS:
-        raise FwlabError(f"too few validation points to fit a loss curve ({n_fit} after warm-up "
-                         f"and the first {mid:.0%} of the steps, {MIN_POINTS} needed); "
-                         f"evaluate more often (--eval-interval) or let the run go further")
+    masks = _enough_points(fit_masks(known, mid), f" and the first {mid:.0%} of the steps")
     seen = laws.features(known, masks).drop_seen
     main = laws.fit("mpl", known, prior=pr, fit_mask=masks, b_prior=bprior, starts=STARTS)
     keep = [np.ones(len(c.steps), bool) for c in known]
@@ -312,12 +317,7 @@ def fit_points(points: pd.DataFrame, r_star: float = R_STAR, prior: dict | None 
     """The multi-power law fitted to the points (columns as `load_points`) after warm-up, with
     the exponents' priors (B left at 0 when no point has seen the LR come down)."""
     curves = _curves_of(points, r_star)
-    masks = fit_masks(curves, fit_from)
-    n_fit = sum(int(m.sum()) for m in masks)
-    if n_fit < MIN_POINTS:
-        raise FwlabError(f"too few validation points to fit a loss curve ({n_fit} after "
-                         f"warm-up, {MIN_POINTS} needed); evaluate more often (--eval-interval) "
-                         f"or let the run go further")
+    masks = _enough_points(fit_masks(curves, fit_from))
     pr, bp = _prior(prior or PRIOR["other"])
     return laws.fit("mpl", curves, prior=pr, fit_mask=masks, starts=STARTS)
 
