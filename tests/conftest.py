@@ -2,6 +2,7 @@
 
 The HF_* variables must be set before anything imports `datasets` (else it retries the network).
 """
+import json
 import os
 from pathlib import Path
 
@@ -63,3 +64,18 @@ def tiny_data(tmp_path_factory, edu_sample) -> Path:
     out = tmp_path_factory.mktemp("data") / "edu"
     prepare(str(edu_sample), str(out), val_tokens=10_000, shard_tokens=40_000, progress=False)
     return out
+
+
+def run_training_notebook(data_dir, tmp_path: Path, max_iters: int, eval_interval: int) -> dict:
+    """notebooks/02_train.ipynb run by papermill in tmp_path (run_dir "nbrun"): a tiny fp32 CPU
+    run; the executed notebook's JSON."""
+    import papermill as pm
+    nb = Path(__file__).resolve().parents[1] / "notebooks" / "02_train.ipynb"
+    pm.execute_notebook(str(nb), str(tmp_path / "out.ipynb"), kernel_name="python3",
+                        cwd=str(tmp_path), progress_bar=False,
+                        parameters=dict(max_iters=max_iters, preset="tiny", data_dir=str(data_dir),
+                                        run_dir="nbrun", tokens_per_iter=512,
+                                        eval_interval=eval_interval, eval_tokens=1024,
+                                        device="cpu", dtype="float32", compile=False,
+                                        extra={"progress": False}))
+    return json.loads((tmp_path / "out.ipynb").read_text())

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import run_training_notebook
 
 from fwlab import report as R
 from fwlab.runs import load_runs
@@ -610,15 +611,7 @@ def test_report_of_an_imported_124m_sweep_with_an_overlay(tmp_path):
 
 @needs_refs
 def test_the_training_notebook_shows_its_run_among_published_curves(tiny_data, tmp_path):
-    import papermill as pm
-    nb = Path(__file__).resolve().parents[1] / "notebooks" / "02_train.ipynb"
-    pm.execute_notebook(str(nb), str(tmp_path / "out.ipynb"), kernel_name="python3",
-                        cwd=str(tmp_path), progress_bar=False,
-                        parameters=dict(max_iters=4, preset="tiny", data_dir=str(tiny_data),
-                                        run_dir="nbrun", tokens_per_iter=512, eval_interval=2,
-                                        eval_tokens=1024, device="cpu", dtype="float32",
-                                        compile=False, extra={"progress": False}))
-    out = json.loads((tmp_path / "out.ipynb").read_text())
+    out = run_training_notebook(tiny_data, tmp_path, max_iters=4, eval_interval=2)
     last = [c for c in out["cells"] if c["cell_type"] == "code"][-1]
     pngs = [o for o in last["outputs"] if "image/png" in o.get("data", {})]
     assert len(pngs) == 2  # its own curves, then the same run among the published ones

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_training_notebook
 
 import fwlab.train as T
 from fwlab.checkpoint import list_checkpoints, load_checkpoint, load_model
@@ -417,14 +418,8 @@ def test_notebook_is_stored_clean_with_literal_parameters():
 
 
 def test_papermill_runs_the_training_notebook(tiny_data, tmp_path):
-    import papermill as pm
     run = tmp_path / "nbrun"
-    pm.execute_notebook(str(NOTEBOOK), str(tmp_path / "out.ipynb"), kernel_name="python3",
-                        cwd=str(tmp_path), progress_bar=False,
-                        parameters=dict(max_iters=6, preset="tiny", data_dir=str(tiny_data),
-                                        run_dir="nbrun", tokens_per_iter=512, eval_interval=3,
-                                        eval_tokens=1024, device="cpu", dtype="float32",
-                                        compile=False, extra={"progress": False}))
+    run_training_notebook(tiny_data, tmp_path, max_iters=6, eval_interval=3)
     final = json.loads((run / "final.json").read_text())
     assert final["status"] == "completed" and final["iters"] == 6
     assert [o["iter"] for o in metrics(run) if o["kind"] == "eval"] == [0, 3, 6]
