@@ -238,7 +238,7 @@ def group_fit(R, names, kind: str):
                                             min(len(idx), GROUP_FIT_POINTS)).astype(int))]
             curves.append(laws.Curve(r["lr"], st[idx], lo[idx]))
     masks = F.fit_masks(curves, min(F.WINDOWS))
-    pr, _ = F._prior(F.prior_for(kind))
+    pr, _ = F._prior(dict(F.prior_for(kind), alpha=F.ALPHA_FREE))  # alpha free: its prior's data
     return laws.fit("mpl", curves, prior=pr, fit_mask=masks, starts=F.STARTS).params()
 
 
@@ -286,11 +286,12 @@ def run_reference(root, json_out=None, quick: bool = False, only=None) -> dict:
                  actual=c["actual"], lr_down=c["lr_down"])
         kind = "wsd" if R[c["target"][0]]["spec"]["kind"] == "wsd" else "other"
         base = F.prior_for(kind)
+        def with_(p):  # B and alpha's mean from groups' own fits (alpha's SD is the module's)
+            return dict(base, B=p["B"], alpha=(p["alpha"][0], base["alpha"][1]))
         try:
-            out = F.forecast_curves(known, tgt, prior=dict(base, B=prior_from(
-                fits[kind], c["group"])["B"]), scale=1.0)
-            ing = F.forecast_curves(known, tgt, prior=dict(base, B=all_prior[kind]["B"]),
+            out = F.forecast_curves(known, tgt, prior=with_(prior_from(fits[kind], c["group"])),
                                     scale=1.0)
+            ing = F.forecast_curves(known, tgt, prior=with_(all_prior[kind]), scale=1.0)
         except Exception as e:  # a case the method cannot take is reported, not hidden
             print(f"  {c['case']}: {type(e).__name__}: {e}")
             continue
@@ -311,7 +312,8 @@ def run_reference(root, json_out=None, quick: bool = False, only=None) -> dict:
                                         for r in rows]), F.LEVEL))
     summary = summarise(rows)
     summary.update(interval_k_all_cases=k_all, b_prior_all_groups={
-        k: v["B"] for k, v in all_prior.items()}, group_fits={
+        k: v["B"] for k, v in all_prior.items()}, alpha_prior_all_groups={
+        k: v["alpha"][0] for k, v in all_prior.items()}, group_fits={
         kind: {g: {k: round(v, 4) for k, v in p.items()} for g, p in f.items()}
         for kind, f in fits.items()},
                    ranking=rankings(rows), seconds=round(time.time() - t0, 1),
