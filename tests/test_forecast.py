@@ -438,3 +438,36 @@ def test_logo_interval_scale_has_its_coverage_on_synthetic_cases():
     err[groups == 0] *= 4
     k = F.logo_scale(np.abs(err) / u, groups, 0.9)
     assert np.mean(np.abs(err[groups == 0]) <= (k * u)[groups == 0]) < 0.5
+
+
+def test_a_finished_decay_is_what_selects_the_measured_cooldown_prior(monkeypatch):
+    """A run evaluated to its end with the LR down has measured how a decrease's gain grows; the
+    same run cut inside its decay has seen it only in part (forecast_curves then takes
+    UNFINISHED's gamma, log C and a larger B); a trunk alone or warm-up keeps the prior."""
+    from fwlab import laws
+    lr = F.lr_fracs(dict(SCHED, cooldown_frac=0.6), 200)   # decays from step 80
+    steps = np.arange(10, 201, 10)
+    assert F.decay_finished(laws.Curve(lr, steps, np.ones(len(steps))))
+    assert not F.decay_finished(laws.Curve(lr, steps[steps <= 100], np.ones(10)))
+    flat = F.lr_fracs(dict(SCHED, schedule="constant"), 200)
+    assert not F.decay_finished(laws.Curve(flat, steps, np.ones(len(steps))))
+    # UNFINISHED is for a decay seen in part: not a trunk alone, not warm-up, not a finished one
+    lead = steps[steps <= 100]
+    cut_at = lambda ls: laws.Curve(lr, ls, np.ones(len(ls)))
+    decay_at = int(np.argmax((np.arange(200) > 50) & (lr < F.PEAK_FRAC))) + 1
+    assert 10 < decay_at <= 100, decay_at
+    assert F.unfinished_decay([cut_at(lead)])
+    assert not F.unfinished_decay([cut_at(lead[lead < decay_at])])
+    assert not F.unfinished_decay([cut_at(lead), laws.Curve(lr, steps, np.ones(len(steps)))])
+    assert not F.unfinished_decay([laws.Curve(flat, steps, np.ones(len(steps)))])
+    warm = F.lr_fracs(dict(SCHED, warmup_iters=40), 200)
+    assert not F.decay_begun(laws.Curve(warm, [5, 20, 35], np.ones(3)))
+    # the cut run's forecast of its own end differs from one made with the finished-run prior
+    loss = law_loss(steps, 200, 4096, 1e12, sched=dict(SCHED, cooldown_frac=0.6))
+    cut = [laws.Curve(lr, steps[steps <= 100], loss[steps <= 100])]
+    tgt = [laws.Curve(lr, [200])]
+    a = F.forecast_curves(cut, tgt, target_kind="wsd")["val_loss"][0]
+    monkeypatch.setattr(F, "UNFINISHED", dict(gamma=F.PRIOR["wsd"]["gamma"],
+                                              log_c=F.PRIOR["wsd"]["log_c"], B_scale=1.0))
+    b = F.forecast_curves(cut, tgt, target_kind="wsd")["val_loss"][0]
+    assert abs(a - b) > 1e-4
