@@ -345,13 +345,29 @@ def logo_scale(ratio, groups, level: float = LEVEL) -> np.ndarray:
     return out
 
 
+def _planned_lr(r) -> np.ndarray:
+    """lr/peak of a run's updates to its planned end (max_iters, on its schedule) where that lies
+    beyond its last evaluation, so that a run still going does not pass for a finished decay;
+    else (plan or schedule unknown, or it disagrees with the logged lr) as far as its evaluations."""
+    lr = np.asarray(r["lr"], float)
+    n = r["max_iters"]
+    if r["sched"] and n is not None and pd.notna(n) and int(n) > len(lr):
+        try:
+            full = budget_lr(r["sched"], int(n))
+        except (FwlabError, ValueError, TypeError, ZeroDivisionError):
+            return lr
+        if np.allclose(full[:len(lr)], lr, rtol=1e-6, atol=1e-9):
+            return full
+    return lr
+
+
 def _curves_of(points: pd.DataFrame, r_star: float) -> list:
     """laws.Curve per run of the points (its own evaluations on its schedule; repeated tokens
     worth less, Muennighoff et al.)."""
     out = []
     for _, g in points.sort_values("iter").groupby("run", sort=False):
         r = g.iloc[0]
-        lr = np.asarray(r["lr"], float)
+        lr = _planned_lr(r)
         tok = np.arange(1, len(lr) + 1) * float(r["tokens_per_iter"])
         worth = token_worth(tok, float(r["unique_tokens"]), r_star)
         out.append(laws.Curve(lr, g["iter"].to_numpy(int), g["val_loss"].to_numpy(float),

@@ -426,3 +426,38 @@ def test_reference_curves_default_selection():
 def test_default_reference_dir_refuses_a_wrong_folder(tmp_path):
     with pytest.raises(FwlabError, match="not a reference-curves folder"):
         I.default_reference_dir(tmp_path)
+
+
+# --- a run still going, from a published curve cut at half its steps ---------------------------
+@NEED_REF
+def test_a_published_cosine_cut_at_half_is_a_run_still_going(tmp_path, capsys):
+    """llm.c's 124M cosine curve (its lr logged in float32 with 10 digits) up to step 9,750 of
+    19,560, imported with the schedule it states: the flags agree with every logged lr, the
+    forecast knows the decay is unfinished (the run's plan, not its last evaluation, says where
+    the decay ends), and plan asks for the unique tokens the csv does not state."""
+    from fwlab import forecast as F
+    rows = (REF / "runs" / "llmc_124M_adamw_cosine_19560" / "curve.csv").read_text().splitlines()
+    cut = [rows[0]] + [r for r in rows[1:] if int(r.split(",")[0]) <= 9750]
+    src = tmp_path / "half.csv"
+    src.write_text("\n".join(cut) + "\n")
+    sched = ["--tokens-per-iter", "524288", "--max-iters", "19560", "--lr", "6e-4",
+             "--min-lr-frac", "0", "--warmup-iters", "700", "--schedule", "cosine"]
+    assert cli(["import", "csv", str(src), "--out", str(tmp_path / "run")] + sched) == 0
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["max_iters"] == 19560
+    pts = F.load_points(tmp_path / "run")
+    assert pts["iter"].max() == 9750 and (pts["kind"] == "anneal").any()
+    out = F.forecast_loss(pts, [19560 * 524288], None, sched=F.schedule_of(pts)[0])
+    assert "unfinished-decay prior" in out["method"], out["method"]
+    # the whole curve has its decay finished: the measured prior, not the unfinished one
+    full = tmp_path / "full.csv"
+    full.write_text("\n".join(rows) + "\n")
+    assert cli(["import", "csv", str(full), "--out", str(tmp_path / "full")] + sched) == 0
+    pf = F.load_points(tmp_path / "full")
+    out = F.forecast_loss(pf, [19560 * 524288], None, sched=F.schedule_of(pf)[0])
+    assert "unfinished-decay" not in out["method"], out["method"]
+    capsys.readouterr()
+    assert cli(["plan", "--from", str(tmp_path / "run"), "--budgets", "19560", "--tok-per-s",
+                "1e5"]) == 2
+    err = capsys.readouterr().err
+    assert "--data-tokens: give the number of unique training tokens" in err, err
