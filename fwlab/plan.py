@@ -162,7 +162,7 @@ def plan(preset: str = "40m", data_tokens: float = 3.68e9, tokens_per_iter: int 
         interval = ("spread of the published fits" if loss.get("prior") == "published" else
                     "spread of the calibrated fits, widened by the FineWeb runs' spread")
     else:
-        interval = f"{level:.0%} bootstrap"
+        interval = f"{level:.0%}, calibrated on published curves"
     out = dict(preset=preset, n_params=fc.preset_params(preset),
                flops_per_token=preset_flops_per_token(preset), data_tokens=data_tokens,
                tokens_per_iter=tokens_per_iter, budgets=budgets, throughput=thr,
@@ -183,7 +183,10 @@ def coverage(points: pd.DataFrame, tokens, data_tokens: float) -> dict:
     (tokens / the curves' furthest tokens), the curves' furthest tokens and epochs, and the
     budgets' epochs against the curves' (the law extrapolates repetition too)."""
     reach = float(points["tokens"].max())
-    reach_ep = float((points["tokens"] / points["unique_tokens"]).max())
+    # a run that does not say its unique tokens is taken to be on the plan's data
+    unique = points["unique_tokens"].astype(float)
+    unique = unique.where(np.isfinite(unique), float(data_tokens))
+    reach_ep = float((points["tokens"] / unique).max())
     tok = np.asarray(tokens, dtype=float)
     return dict(ratio=[float(t / reach) for t in tok], curves_tokens=reach,
                 curves_epochs=reach_ep, epochs=[float(t / data_tokens) for t in tok],
@@ -341,7 +344,7 @@ def main_plan(args) -> int:
         st = fc.source_settings(points)
         if preset is None and st["presets"]:
             preset = st["presets"][0]
-        if data_tokens is None and st["unique_tokens"]:
+        if data_tokens is None and st["unique_tokens"] and math.isfinite(st["unique_tokens"]):
             data_tokens = st["unique_tokens"]
         if tpi is None and len(st["tokens_per_iter"]) == 1:
             tpi = st["tokens_per_iter"][0]
