@@ -45,8 +45,11 @@ Constants and how they were chosen (benchmarks/bench_forecast.py --reference on
             decrease does not identify how its gain grows, the fit stays at the prior, and with
             PRIOR's (gamma 0.6) those runs' own ends were forecast 0.02-0.04 too high. The
             whole-run fits of those runs with the same priors have gamma 1.0-1.5, log C -6 to -9
-            and a larger B. Chosen on a grid of three (in-group) on the reference cases:
-            live50 (LR down) median |error| 0.029 -> 0.0045, max 0.042 -> 0.031. Where no
+            and a larger B. Chosen on a grid of 12 (gamma {PRIOR's, 1.0, 1.5} x log C
+            {PRIOR's, -7} x B {x1, x1.2}) leaving each group out
+            (benchmarks/bench_forecast_choice.py): 9 of 11 folds choose it; live50 (LR down)
+            median |error| 0.029 -> 0.0090 out-of-group (0.0045 with it everywhere), max
+            0.042 -> 0.031; live30 (LR down) median 0.032 -> 0.030, max 0.091 -> 0.111. Where no
             decrease is seen (a trunk alone, a run whose LR is not yet down) PRIOR stays: applied
             there too, UNFINISHED made them worse (trunk-only median 0.016 -> 0.023, live30 with
             the LR not down 0.025 -> 0.048). The sweep cases have a finished cooldown branch.
