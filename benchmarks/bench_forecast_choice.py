@@ -41,6 +41,22 @@ def score(rows, err, groups) -> float:
                           for g in groups]))
 
 
+def logo_choice(groups, errs) -> tuple[dict, np.ndarray]:
+    """Per group, the setting (row of errs: settings x cases) that scores best on the other
+    groups' cases, and each case's error under its group's choice."""
+    groups = list(groups)
+    rows = [dict(group=g) for g in groups]
+    names = sorted(set(groups))
+    chosen, out = {}, np.zeros(len(groups))
+    for g in names:
+        others = [h for h in names if h != g]
+        j = int(np.argmin([score(rows, e, others) for e in errs])) if others else 0
+        chosen[g] = j
+        mine = np.array([h == g for h in groups])
+        out[mine] = np.asarray(errs[j])[mine]
+    return chosen, out
+
+
 def summary(rows, err) -> dict:
     out = {}
     for p in sorted({r["protocol"] for r in rows}):
@@ -92,14 +108,8 @@ def main(argv=None) -> int:
     finally:
         F.UNFINISHED = keep
     names = sorted({r["group"] for r in rows})
-    chosen, logo = {}, np.zeros(len(cases))
-    for g in names:
-        others = [h for h in names if h != g]
-        j = int(np.argmin([score(rows, errs[k], others) for k in range(len(GRID))]))
-        chosen[g] = label(GRID[j])
-        for i, r in enumerate(rows):
-            if r["group"] == g:
-                logo[i] = errs[j, i]
+    picks, logo = logo_choice([r["group"] for r in rows], errs)
+    chosen = {g: label(GRID[j]) for g, j in picks.items()}
     module = label(keep)
     print("\nthe setting each held-out group is judged with (chosen on the other groups):")
     for g in names:

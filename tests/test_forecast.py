@@ -471,3 +471,27 @@ def test_a_finished_decay_is_what_selects_the_measured_cooldown_prior(monkeypatc
                                               log_c=F.PRIOR["wsd"]["log_c"], B_scale=1.0))
     b = F.forecast_curves(cut, tgt, target_kind="wsd")["val_loss"][0]
     assert abs(a - b) > 1e-4
+
+
+def test_a_setting_is_judged_on_each_group_with_the_choice_the_other_groups_made(monkeypatch):
+    """bench_forecast_choice's leave-one-group-out: setting 1 is best on groups a and b, setting 0
+    on c alone; c is judged with setting 1 (its own best is not its to choose), a and b with 1 too
+    (a 4-run group counts once, like b's one run)."""
+    import importlib.util
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(
+        "bench_forecast_choice", REPO / "benchmarks" / "bench_forecast_choice.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    groups = ["a", "a", "a", "a", "b", "c"]
+    errs = np.array([[0.05, 0.05, 0.05, 0.05, 0.04, 0.001],
+                     [0.01, -0.01, 0.01, 0.01, 0.002, 0.03]])
+    chosen, logo = mod.logo_choice(groups, errs)
+    assert chosen == {"a": 1, "b": 1, "c": 1}
+    np.testing.assert_allclose(logo, errs[1])
+    # once b prefers setting 0 by far: a (judged on b and c) and c (on a and b: 0.0255 against
+    # 0.105) take 0; b, judged on a and c (0.0255 against 0.02), keeps 1
+    errs[0, 4], errs[1, 4] = 0.001, 0.2
+    chosen, logo = mod.logo_choice(groups, errs)
+    assert chosen == {"a": 0, "b": 1, "c": 0}
+    np.testing.assert_allclose(logo, [0.05, 0.05, 0.05, 0.05, 0.2, 0.001])
