@@ -344,6 +344,9 @@ def main_plan(args) -> int:
         st = fc.source_settings(points)
         if preset is None and st["presets"]:
             preset = st["presets"][0]
+        elif preset is None:
+            print(f"plan: {', '.join(sources)} does not name a fwlab preset; hours and FLOPs are "
+                  f"for the 40m preset (--preset to choose another)", file=sys.stderr)
         if data_tokens is None and st["unique_tokens"] and math.isfinite(st["unique_tokens"]):
             data_tokens = st["unique_tokens"]
         if tpi is None and len(st["tokens_per_iter"]) == 1:

@@ -461,3 +461,8 @@ def test_a_published_cosine_cut_at_half_is_a_run_still_going(tmp_path, capsys):
                 "1e5"]) == 2
     err = capsys.readouterr().err
     assert "--data-tokens: give the number of unique training tokens" in err, err
+    assert cli(["plan", "--from", str(tmp_path / "run"), "--budgets", "19560", "--tok-per-s",
+                "1e5", "--data-tokens", "10e9"]) == 0
+    out = capsys.readouterr()
+    assert "does not name a fwlab preset; hours and FLOPs are for the 40m preset" in out.err
+    assert "0.51 epochs" in out.out and "unfinished-decay prior" in out.out, out.out
