@@ -242,6 +242,21 @@ def group_fit(R, names, kind: str):
     return laws.fit("mpl", curves, prior=pr, fit_mask=masks, starts=F.STARTS).params()
 
 
+def group_fits(R) -> tuple[dict, dict]:
+    """The groups ({group: [run names]}) and each group's own fit per target kind
+    ({kind: {group: params}})."""
+    groups: dict[str, list[str]] = {}
+    for n, r in R.items():
+        groups.setdefault(r["group"], []).append(n)
+    fits = {kind: {} for kind in ("wsd", "other")}
+    for g, names in sorted(groups.items()):
+        # a repeat-run group: four of its trials are enough for its own fit
+        use = names[:4] if len(names) > 12 and all(R[n]["role"] == "run" for n in names) else names
+        for kind in fits:
+            fits[kind][g] = group_fit(R, use, kind)
+    return groups, fits
+
+
 PRIOR_FLOOR = dict(alpha=0.05, log_c=0.7, beta=0.2, gamma=0.15, B=0.03)
 
 
@@ -266,15 +281,7 @@ def run_reference(root, json_out=None, quick: bool = False, only=None) -> dict:
         cases = [c for c in cases if c["protocol"] in only]
     if quick:
         cases = cases[::4]
-    groups: dict[str, list[str]] = {}
-    for n, r in R.items():
-        groups.setdefault(r["group"], []).append(n)
-    fits = {kind: {} for kind in ("wsd", "other")}
-    for g, names in sorted(groups.items()):
-        # a repeat-run group: four of its trials are enough for its own fit
-        use = names[:4] if len(names) > 12 and all(R[n]["role"] == "run" for n in names) else names
-        for kind in fits:
-            fits[kind][g] = group_fit(R, use, kind)
+    groups, fits = group_fits(R)
     print(f"{len(R)} curves, {len(groups)} groups fitted in {time.time() - t0:.0f} s; "
           f"{len(cases)} cases", flush=True)
     all_prior = {k: prior_from(v) for k, v in fits.items()}

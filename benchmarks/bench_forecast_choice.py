@@ -78,14 +78,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     t0 = time.time()
     R = BF.load_reference(a.reference)
-    groups: dict[str, list[str]] = {}
-    for n, r in R.items():
-        groups.setdefault(r["group"], []).append(n)
-    fits = {kind: {} for kind in ("wsd", "other")}
-    for g, names in sorted(groups.items()):
-        use = names[:4] if len(names) > 12 and all(R[n]["role"] == "run" for n in names) else names
-        for kind in fits:
-            fits[kind][g] = BF.group_fit(R, use, kind)
+    _, fits = BF.group_fits(R)
     cases = [c for c in BF.select_cases(R) if F.unfinished_decay(BF.known_curves(R, c))]
     print(f"{len(cases)} cases with a decay seen only in part, {len(GRID)} settings", flush=True)
     rows = [dict(case=c["case"], group=c["group"], protocol=c["protocol"], actual=c["actual"])
