@@ -157,16 +157,17 @@ _POINT_COLS = ["run", "kind", "iter", "tokens", "val_loss", "val_loss_stderr", "
 
 def _run_lr(cfg: dict, n: int, train: pd.DataFrame) -> tuple[np.ndarray, dict | None]:
     """lr/peak of the run's updates 0..n-1, exactly as it trained (schedule.spec_from_config: its
-    config.json fields or its own lr_schedule spec), and its schedule (the config fields, or
-    {"lr_schedule": spec}); without either, from the logged train lines (each step at the
-    latest logged lr)."""
+    config.json fields or its own lr_schedule spec), on to its planned end (the spec's
+    total_steps) where that lies beyond n, so that a run still going does not pass for a finished
+    decay; and its schedule (the config fields, or {"lr_schedule": spec}); without either, from
+    the logged train lines (each step at the latest logged lr), as far as n."""
     sched = {k: cfg.get(k) for k in SCHEDULE_KEYS}
     if cfg.get("lr_schedule") is not None or (all(
             sched[k] is not None for k in SCHEDULE_KEYS if k != "warmup_iters")
             and cfg.get("max_iters")):
         try:
             spec = schedule.spec_from_config(cfg)
-            lr = schedule.lr_array(spec, n) / spec["peak_lr"]
+            lr = schedule.lr_array(spec, max(n, int(spec["total_steps"]))) / spec["peak_lr"]
             return lr, ({"lr_schedule": spec} if cfg.get("lr_schedule") is not None else sched)
         except (FwlabError, ValueError, TypeError, ZeroDivisionError):
             pass
@@ -271,7 +272,7 @@ def decay_begun(curve) -> bool:
     LR has come below PEAK_FRAC of it."""
     if not len(curve.steps):
         return False
-    peak = int(np.argmax(curve.lr >= 0.999 * curve.lr.max()))
+    peak = warmup_end(curve.lr)
     st = np.clip(curve.steps, 1, len(curve.lr)) - 1
     st = st[st > peak]
     return bool(len(st) and (curve.lr[st] < PEAK_FRAC * curve.lr.max()).any())
@@ -348,29 +349,13 @@ def logo_scale(ratio, groups, level: float = LEVEL) -> np.ndarray:
     return out
 
 
-def _planned_lr(r) -> np.ndarray:
-    """lr/peak of a run's updates to its planned end (max_iters, on its schedule) where that lies
-    beyond its last evaluation, so that a run still going does not pass for a finished decay;
-    else (plan or schedule unknown, or it disagrees with the logged lr) as far as its evaluations."""
-    lr = np.asarray(r["lr"], float)
-    n = r["max_iters"]
-    if r["sched"] and n is not None and pd.notna(n) and int(n) > len(lr):
-        try:
-            full = budget_lr(r["sched"], int(n))
-        except (FwlabError, ValueError, TypeError, ZeroDivisionError):
-            return lr
-        if np.allclose(full[:len(lr)], lr, rtol=1e-6, atol=1e-9):
-            return full
-    return lr
-
-
 def _curves_of(points: pd.DataFrame, r_star: float) -> list:
     """laws.Curve per run of the points (its own evaluations on its schedule; repeated tokens
     worth less, Muennighoff et al.)."""
     out = []
     for _, g in points.sort_values("iter").groupby("run", sort=False):
         r = g.iloc[0]
-        lr = _planned_lr(r)
+        lr = np.asarray(r["lr"], float)
         tok = np.arange(1, len(lr) + 1) * float(r["tokens_per_iter"])
         worth = token_worth(tok, float(r["unique_tokens"]), r_star)
         out.append(laws.Curve(lr, g["iter"].to_numpy(int), g["val_loss"].to_numpy(float),
