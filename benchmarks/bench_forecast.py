@@ -272,6 +272,19 @@ def prior_from(fits: dict, exclude=None) -> dict:
     return out
 
 
+def target_kind(R, case) -> str:
+    """'wsd' or 'other': which of the module's PRIOR a case's target takes."""
+    return "wsd" if R[case["target"][0]]["spec"]["kind"] == "wsd" else "other"
+
+
+def case_prior(kind: str, p: dict) -> dict:
+    """The module's prior for `kind` with B and alpha's mean from the groups' fits `p`
+    (prior_from; alpha's SD stays the module's)."""
+    from fwlab import forecast as F
+    base = F.prior_for(kind)
+    return dict(base, B=p["B"], alpha=(p["alpha"][0], base["alpha"][1]))
+
+
 def run_reference(root, json_out=None, quick: bool = False, only=None) -> dict:
     from fwlab import forecast as F
     t0 = time.time()
@@ -291,14 +304,11 @@ def run_reference(root, json_out=None, quick: bool = False, only=None) -> dict:
         r = dict(case=c["case"], group=c["group"], protocol=c["protocol"],
                  compute_frac=round(c["compute_frac"], 4), target_step=c["target"][1],
                  actual=c["actual"], lr_down=c["lr_down"])
-        kind = "wsd" if R[c["target"][0]]["spec"]["kind"] == "wsd" else "other"
-        base = F.prior_for(kind)
-        def with_(p):  # B and alpha's mean from groups' own fits (alpha's SD is the module's)
-            return dict(base, B=p["B"], alpha=(p["alpha"][0], base["alpha"][1]))
+        kind = target_kind(R, c)
         try:
-            out = F.forecast_curves(known, tgt, prior=with_(prior_from(fits[kind], c["group"])),
-                                    scale=1.0)
-            ing = F.forecast_curves(known, tgt, prior=with_(all_prior[kind]), scale=1.0)
+            out = F.forecast_curves(known, tgt, prior=case_prior(
+                kind, prior_from(fits[kind], c["group"])), scale=1.0)
+            ing = F.forecast_curves(known, tgt, prior=case_prior(kind, all_prior[kind]), scale=1.0)
         except Exception as e:  # a case the method cannot take is reported, not hidden
             print(f"  {c['case']}: {type(e).__name__}: {e}")
             continue

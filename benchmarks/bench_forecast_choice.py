@@ -35,9 +35,9 @@ def label(s: dict) -> str:
            f"{s['log_c'][1]:g}, B x{s['B_scale']:g}"
 
 
-def score(rows, err, groups) -> float:
-    """The mean over `groups` of each group's median |error| (err: per row)."""
-    return float(np.mean([np.median([abs(e) for r, e in zip(rows, err) if r["group"] == g])
+def score(case_groups, err, groups) -> float:
+    """The mean over `groups` of each group's median |error| (err and case_groups: per case)."""
+    return float(np.mean([np.median([abs(e) for h, e in zip(case_groups, err) if h == g])
                           for g in groups]))
 
 
@@ -45,12 +45,11 @@ def logo_choice(groups, errs) -> tuple[dict, np.ndarray]:
     """Per group, the setting (row of errs: settings x cases) that scores best on the other
     groups' cases, and each case's error under its group's choice."""
     groups = list(groups)
-    rows = [dict(group=g) for g in groups]
     names = sorted(set(groups))
     chosen, out = {}, np.zeros(len(groups))
     for g in names:
         others = [h for h in names if h != g]
-        j = int(np.argmin([score(rows, e, others) for e in errs])) if others else 0
+        j = int(np.argmin([score(groups, e, others) for e in errs])) if others else 0
         chosen[g] = j
         mine = np.array([h == g for h in groups])
         out[mine] = np.asarray(errs[j])[mine]
@@ -89,10 +88,8 @@ def main(argv=None) -> int:
         for j, s in enumerate(GRID):
             F.UNFINISHED = s
             for i, c in enumerate(cases):
-                kind = "wsd" if R[c["target"][0]]["spec"]["kind"] == "wsd" else "other"
-                base = F.prior_for(kind)
-                p = BF.prior_from(fits[kind], c["group"])
-                pr = dict(base, B=p["B"], alpha=(p["alpha"][0], base["alpha"][1]))
+                kind = BF.target_kind(R, c)
+                pr = BF.case_prior(kind, BF.prior_from(fits[kind], c["group"]))
                 out = F.forecast_curves(BF.known_curves(R, c), [BF.target_curve(R, c)],
                                         prior=pr, scale=1.0)
                 errs[j, i] = float(out["val_loss"][0]) - c["actual"]
