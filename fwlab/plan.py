@@ -27,7 +27,7 @@ import pandas as pd
 
 from fwlab import forecast as fc
 from fwlab import prior as pr
-from fwlab.config import parse_int_list
+from fwlab.config import PRESETS, parse_int_list
 from fwlab.errors import FwlabError
 from fwlab.runs import ENDED, load_runs
 from fwlab.utils import atomic_write_json, fmt_tokens, parse_number
@@ -132,6 +132,7 @@ def plan(preset: str = "40m", data_tokens: float = 3.68e9, tokens_per_iter: int 
                                     sources, points=points, n_boot=n_boot, level=level,
                                     progress=progress)
         cover = coverage(points, b * tokens_per_iter, data_tokens)
+        cover["own_end"] = [own_end(points, int(it), tokens_per_iter) for it in b]
         if fc.schedule_of(points)[0] is None and (points["kind"] != "trunk").any():
             loss["method"] += ("; NOTE the runs' schedule is known only as their logged lr (no "
                                "schedule fields in config.json), so forecast budgets assume a "
@@ -151,7 +152,8 @@ def plan(preset: str = "40m", data_tokens: float = 3.68e9, tokens_per_iter: int 
                          gain=None if i == 0 else float(gain[i]),
                          extra_hours=None if i == 0 else float(extra[i]),
                          gain_per_hour=None if np.isnan(gph[i]) else float(gph[i]),
-                         beyond_curves=None if cover is None else cover["ratio"][i]))
+                         beyond_curves=None if cover is None else cover["ratio"][i],
+                         own_end=None if cover is None else cover["own_end"][i]))
     next_step = rows.pop() if probe else None
     if next_step is not None:  # law against law: a measured largest budget is not the law's value
         law = np.asarray(loss.get("forecast_val_loss", loss["val_loss"]), dtype=float)
@@ -172,7 +174,7 @@ def plan(preset: str = "40m", data_tokens: float = 3.68e9, tokens_per_iter: int 
                recommendation=recommend(rows, min_gain_per_hour, next_step),
                next_step=next_step, sources=[str(s) for s in sources], plateau=[],
                coverage=None if cover is None else {k: v for k, v in cover.items()
-                                                    if k != "ratio"})
+                                                    if k not in ("ratio", "own_end")})
     if sources:
         out["plateau"] = reconcile_plateau(plateau_of(lab, points), out, lab)
     return fc.jsonable(out)
@@ -191,6 +193,16 @@ def coverage(points: pd.DataFrame, tokens, data_tokens: float) -> dict:
     return dict(ratio=[float(t / reach) for t in tok], curves_tokens=reach,
                 curves_epochs=reach_ep, epochs=[float(t / data_tokens) for t in tok],
                 far_beyond=FAR_BEYOND)
+
+
+def own_end(points: pd.DataFrame, budget: int, tokens_per_iter: int) -> str | None:
+    """The run (of `points`) still going whose own planned end is `budget` iterations of the
+    plan's batch, or None. Its forecast is to the end of a schedule the fit already knows (the
+    bench's live protocol), not a longer run's."""
+    going = points[(points["max_iters"] == budget) & (points["tokens_per_iter"] == tokens_per_iter)]
+    going = going.groupby("run")["iter"].max()
+    going = going[going < budget]
+    return str(going.index[0]) if len(going) else None
 
 
 def step_gains(val_loss, hours):
@@ -262,17 +274,21 @@ def coverage_lines(p: dict) -> list[str]:
     past = [r for r in p["rows"] if (r.get("beyond_curves") or 0) > 1.05]
     if not past:
         return []
-    far = [r for r in past if r["beyond_curves"] > cov["far_beyond"]]
+    far = [r for r in past if r["beyond_curves"] > cov["far_beyond"] and not r.get("own_end")]
     reach = (f"the curves reach {fmt_tokens(cov['curves_tokens'])} tokens "
              f"({cov['curves_epochs']:.2f} epochs)")
+    lines = [f"note: budget {r['budget']:,} is the planned end of {r['own_end']}, still going: "
+             f"its loss is forecast along that run's own known schedule" for r in past
+             if r.get("own_end")]
     if not far:
         return [f"note: budgets {_list(past)} go past what the "
-                f"curves cover ({reach}): their losses are extrapolations of the fitted law"]
+                f"curves cover ({reach}): their losses are extrapolations of the fitted law"] + lines
     worst = max(far, key=lambda r: r["beyond_curves"])
-    return [f"*** FAR BEYOND THE CURVES: budgets {_list(far)} "
-            f"need up to {worst['beyond_curves']:.1f}x the tokens ({worst['epochs']:.1f} epochs) "
-            f"where {reach}; their losses are long extrapolations, not forecasts. Plan within the "
-            f"curves (--budgets), or train a longer run first ***"]
+    return lines + [f"*** FAR BEYOND THE CURVES: budgets {_list(far)} "
+                    f"need up to {worst['beyond_curves']:.1f}x the tokens ({worst['epochs']:.1f} "
+                    f"epochs) where {reach}; their losses are long extrapolations, not "
+                    f"forecasts. Plan within the curves (--budgets), or train a longer run "
+                    f"first ***"]
 
 
 def format_plan(p: dict) -> str:
@@ -344,6 +360,10 @@ def main_plan(args) -> int:
         st = fc.source_settings(points)
         if preset is None and st["presets"]:
             preset = st["presets"][0]
+        elif preset is None and (preset := preset_of_params(lab)):
+            print(f"plan: {', '.join(sources)} names no fwlab preset, but its model has "
+                  f"{fc.preset_params(preset):,} parameters, exactly the {preset} preset's: hours "
+                  f"and FLOPs are for {preset} (--preset to choose another)", file=sys.stderr)
         elif preset is None:
             print(f"plan: {', '.join(sources)} does not name a fwlab preset; hours and FLOPs are "
                   f"for the 40m preset (--preset to choose another)", file=sys.stderr)
@@ -377,6 +397,17 @@ def main_plan(args) -> int:
         atomic_write_json(args.out, p)
     print(json.dumps(p, indent=2) if args.json else format_plan(p))
     return 0
+
+
+def preset_of_params(lab) -> str | None:
+    """The fwlab preset whose parameter count is exactly the one every run that states it has
+    (an imported run's --params), or None: the same count is the same GPT-2 shape in practice
+    (llm.c's d12 is the 124m preset's 124,475,904)."""
+    counts = {int(v) for v in lab.runs["n_params"].dropna()} if "n_params" in lab.runs else set()
+    if len(counts) != 1:
+        return None
+    n = counts.pop()
+    return next((p for p in PRESETS if fc.preset_params(p) == n), None)
 
 
 def sweep_budgets(lab) -> list[int]:

@@ -466,3 +466,18 @@ def test_a_published_cosine_cut_at_half_is_a_run_still_going(tmp_path, capsys):
     out = capsys.readouterr()
     assert "does not name a fwlab preset; hours and FLOPs are for the 40m preset" in out.err
     assert "0.51 epochs" in out.out and "unfinished-decay prior" in out.out, out.out
+    # 19,560 is 2.006x the curve's reach, but it is the run's own planned end: no loud warning
+    assert "FAR BEYOND" not in out.out and "is the planned end of" in out.out, out.out
+    # llm.c's d12 stated with --params: exactly the 124m preset's count, so the plan takes it
+    assert cli(["import", "csv", str(src), "--out", str(tmp_path / "d12"), "--params",
+                "124475904"] + sched) == 0
+    capsys.readouterr()
+    assert cli(["plan", "--from", str(tmp_path / "d12"), "--budgets", "19560,30000",
+                "--tok-per-s", "1e5", "--data-tokens", "10e9", "--json"]) == 0
+    out = capsys.readouterr()
+    assert "exactly the 124m preset's: hours and FLOPs are for 124m" in out.err, out.err
+    p = json.loads(out.out)
+    assert p["preset"] == "124m" and p["n_params"] == 124475904
+    assert [r["own_end"] for r in p["rows"]] == [p["rows"][0]["own_end"], None]
+    from fwlab import plan as P
+    assert p["rows"][0]["own_end"] and "FAR BEYOND THE CURVES: budgets 30,000" in P.format_plan(p)
