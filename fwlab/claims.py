@@ -237,7 +237,8 @@ def check_claims(claims_path, source=None, mfu_range=pl.DEFAULT_MFU_RANGE,
     else:
         points = fc.load_points(lab=lab)
         presets, tpis = lab.runs["preset"].dropna(), lab.runs["tokens_per_iter"].dropna()
-        have = dict(preset=presets.iloc[0] if len(presets) else None,
+        # an imported run names no preset: the one whose parameter count is exactly its own
+        have = dict(preset=presets.iloc[0] if len(presets) else pl.preset_of_params(lab),
                     tokens_per_iter=int(tpis.iloc[0]) if len(tpis) else None,
                     data_tokens=float(points["unique_tokens"].median()) if len(points) else None)
     want = dict(preset=cl["preset"] or have["preset"] or "40m",

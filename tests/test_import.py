@@ -481,3 +481,10 @@ def test_a_published_cosine_cut_at_half_is_a_run_still_going(tmp_path, capsys):
     assert [r["own_end"] for r in p["rows"]] == [p["rows"][0]["own_end"], None]
     from fwlab import plan as P
     assert p["rows"][0]["own_end"] and "FAR BEYOND THE CURVES: budgets 30,000" in P.format_plan(p)
+    # check-claims on the same run: the setting is 124m too, and the hours are for that model
+    from fwlab import claims as C
+    (tmp_path / "c.yaml").write_text("data_tokens: 10e9\nclaims:\n  - hours: [1, 2]\n"
+                                     "    per_iters: 10000\n    gpu: RTX 4070\n")
+    df = C.check_claims(tmp_path / "c.yaml", tmp_path / "d12")
+    assert df.attrs["setting"]["preset"] == "124m"
+    assert df.loc[0, "value"] == pytest.approx(P.gpu_hours("RTX 4070", "124m", 10000, 524288)["hours"])
