@@ -36,6 +36,7 @@ DEFAULT_MIN_GAIN_PER_HOUR = 0.01   # nats per extra hour below which a bigger bu
 DEFAULT_MFU_RANGE = (0.30, 0.50)   # assumed for a GPU this machine cannot measure
 DEFAULT_BUDGETS = (6000, 10000, 15000, 20000)  # without --from: the reference scenario's
 FAR_BEYOND = 2.0                   # budgets past this many times the curves' tokens: said loudly
+PAST_TOL = 1.05                    # ... by more than this factor (an evaluation's spacing)
 NEXT_STEP = 1.5                    # the forecast also weighs one budget this much past the largest
 
 
@@ -271,10 +272,11 @@ def coverage_lines(p: dict) -> list[str]:
     cov = p.get("coverage")
     if not cov:
         return []
-    past = [r for r in p["rows"] if (r.get("beyond_curves") or 0) > 1.05]
+    past = [r for r in p["rows"] if (r.get("beyond_curves") or 0) > PAST_TOL]
     if not past:
         return []
-    far = [r for r in past if r["beyond_curves"] > cov["far_beyond"] and not r.get("own_end")]
+    # (a run cut at the evaluation nearest half its steps is about 2.0x: the live50 protocol)
+    far = [r for r in past if r["beyond_curves"] > cov["far_beyond"] * PAST_TOL]
     reach = (f"the curves reach {fmt_tokens(cov['curves_tokens'])} tokens "
              f"({cov['curves_epochs']:.2f} epochs)")
     lines = [f"note: budget {r['budget']:,} is the planned end of {r['own_end']}, still going: "
@@ -328,7 +330,7 @@ def format_plan(p: dict) -> str:
         gain = "-" if r["gain"] is None else "%.3f" % r["gain"]
         gph = "-" if r["gain_per_hour"] is None else "%.4g" % r["gain_per_hour"]
         basis = r.get("loss_basis", "")
-        if (r.get("beyond_curves") or 0) > 1.05:
+        if (r.get("beyond_curves") or 0) > PAST_TOL:
             basis += f", {r['beyond_curves']:.1f}x past the curves"
         mark = " <- recommended" if r["budget"] == rec["budget"] else ""
         lines.append(f"{r['budget']:>8,} {fmt_tokens(r['tokens']):>9} {r['epochs']:>6.2f}  "

@@ -144,6 +144,23 @@ def _args(**kw):
     return argparse.Namespace(**(base | kw))
 
 
+def test_coverage_lines_warn_loudly_past_twice_the_curves_even_at_a_runs_own_end():
+    """A run cut at the evaluation nearest half its steps (2.006x) gets a note; a run's own end
+    from a quarter of it (4x) still gets the loud warning, with the note beside it."""
+    cov = dict(curves_tokens=5e9, curves_epochs=0.5, far_beyond=P.FAR_BEYOND)
+    half = dict(budget=19560, epochs=1.0, beyond_curves=2.006, own_end="d12")
+    assert P.coverage_lines(dict(coverage=cov, rows=[half])) == [
+        "note: budgets 19,560 go past what the curves cover (the curves reach 5B tokens (0.50 "
+        "epochs)): their losses are extrapolations of the fitted law",
+        "note: budget 19,560 is the planned end of d12, still going: its loss is forecast along "
+        "that run's own known schedule"]
+    quarter = dict(half, beyond_curves=4.0)
+    lines = P.coverage_lines(dict(coverage=cov, rows=[quarter]))
+    assert len(lines) == 2 and "planned end of d12" in lines[0]
+    assert lines[1].startswith("*** FAR BEYOND THE CURVES: budgets 19,560 need up to 4.0x")
+    assert P.coverage_lines(dict(coverage=cov, rows=[dict(half, beyond_curves=1.04)])) == []
+
+
 def test_plan_from_a_sweep_plans_its_own_budgets(tmp_path, capsys):
     sweep = write_sweep(tmp_path / "sw")
     assert P.main_plan(_args(from_=[str(sweep)], out=str(tmp_path / "p.json"))) == 0
