@@ -2,10 +2,12 @@
 end at CPU scale on fwlab's own sweeps.
 
 --reference DIR: every case of a folder of published curves (../shared/data/reference-curves's
-layout: each run found by its run.json), for five protocols: sweep (a trunk up to <= 35% of the
+layout: each run found by its run.json), for six protocols: sweep (a trunk up to <= 35% of the
 longest budget's steps plus the cooldown branches ending inside it -> each longer WSD budget),
 sweep-cross (the same -> the longest budget under cosine), live30 / live50 (one run's evaluations up
-to 30% / 50% of its steps -> its final loss), trunk-only (a constant-LR trunk -> the WSD budgets).
+to 30% / 50% of its steps -> its final loss), trunk-only (a constant-LR trunk -> the WSD budgets),
+stretch (one run's evaluations up to 50% of its steps -> the final loss of each longer run of its
+schedule in its group: what `fwlab plan --from` a run still going does for a longer budget).
 Whatever is fitted on the data is chosen leaving the case's group out. --json OUT writes
 {"cases": [...], "summary": {...}}; the README's table is its summary.
 
@@ -75,7 +77,9 @@ def make_sweep(out: Path, seed: int, eval_interval: int) -> Path:
 # --- the forecast at real scale: published curves (--reference) --------------------------------
 SWEEP_FRAC = 0.35       # the trunk a sweep case may use, of the longest WSD budget's steps
 LIVE_FRACS = (0.3, 0.5)
+STRETCH_FRAC = 0.5      # a stretch case's run is cut here, of its own steps
 CANON_FRAC = 0.2        # the cooldown fraction a sweep's budgets are read at (closest to it)
+PROTOCOLS = ("sweep", "sweep-cross", "live30", "live50", "trunk-only", "stretch")
 GROUP_FIT_POINTS = 25   # points per curve in a group's own fit (evenly thinned; for the priors)
 
 
@@ -118,7 +122,7 @@ def _lr_down_by(r, step: int) -> bool:
 
 
 def select_cases(R: dict) -> list[dict]:
-    """The bench's cases (the module docstring's five protocols) from load_reference's curves.
+    """The bench's cases (the module docstring's six protocols) from load_reference's curves.
     Each: case, group, protocol, compute_frac, known [(name, first step, last step)] (the
     evaluations a forecast may see: of that curve, steps in [first, last]), target (name, step),
     actual, lr_down (whether the known points include an LR decrease)."""
@@ -141,7 +145,35 @@ def select_cases(R: dict) -> list[dict]:
                               protocol=f"live{int(frac * 100)}", compute_frac=cut / T,
                               known=known, target=(n, last), actual=actual,
                               lr_down=_lr_down_by(r, cut)))
-    return cases
+    return cases + _stretch_cases(R)
+
+
+def _family(r) -> tuple:
+    """A run's schedule family: its group and every schedule field but its length."""
+    s = r["spec"]
+    return (r["group"], s["kind"], s.get("decay_shape"), round(float(s.get("min_lr_frac") or 0), 6),
+            s.get("warmup_steps"), s.get("cooldown_frac"))
+
+
+def _stretch_cases(R) -> list[dict]:
+    """Each run cut at STRETCH_FRAC of its steps -> each longer run of its family."""
+    fams: dict[tuple, list[str]] = {}
+    for n, r in sorted(R.items()):
+        if r["role"] == "run" and len(r["steps"]) >= 8:
+            fams.setdefault(_family(r), []).append(n)
+    out = []
+    for names in fams.values():
+        for n in names:
+            cut = int(STRETCH_FRAC * int(R[n]["spec"]["total_steps"]))
+            for m in names:
+                total = int(R[m]["spec"]["total_steps"])
+                if total <= int(R[n]["spec"]["total_steps"]):
+                    continue
+                last, actual = _final(R[m])
+                out.append(dict(case=f"{m}<-{n}@{STRETCH_FRAC:.0%}", group=R[n]["group"],
+                                protocol="stretch", compute_frac=cut / total, known=[(n, 0, cut)],
+                                target=(m, last), actual=actual, lr_down=_lr_down_by(R[n], cut)))
+    return out
 
 
 def _sweep_cases(R, g, trunk, names) -> list[dict]:
@@ -349,7 +381,7 @@ def _stats(rows, key="error"):
 
 def summarise(rows) -> dict:
     out = {}
-    for p in ("sweep", "sweep-cross", "live30", "live50", "trunk-only"):
+    for p in PROTOCOLS:
         sel = [r for r in rows if r["protocol"] == p]
         if not sel:
             continue
@@ -420,7 +452,7 @@ def summary_table(s) -> str:
     lines = ["| protocol | cases | median abs error | max abs error | within 0.01 | "
              "in-group median / max | 90% coverage | median width |",
              "|---|---|---|---|---|---|---|---|"]
-    for p in ("sweep", "sweep-cross", "live30", "live50", "trunk-only"):
+    for p in PROTOCOLS:
         if p not in s:
             continue
         subs = [(p, s[p])]

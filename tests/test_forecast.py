@@ -366,7 +366,7 @@ SHARED = REPO / ".." / "shared" / "data" / "reference-curves"
 SUBSET = ["schaipp124m_lr0.001_constant_50000", "schaipp124m_lr0.001_wsd-linear-0.2_15000",
           "schaipp124m_lr0.001_wsd-linear-0.1_15000", "schaipp124m_lr0.001_wsd-linear-0.2_50000",
           "schaipp124m_lr0.001_wsd-sqrt-0.2_50000", "schaipp124m_lr0.001_cosine-to-1e-7_50000",
-          "t3_124M_muon_cool70_3600"]
+          "t3_124M_muon_cool70_3600", "schaipp124m_lr0.001_cosine-to-1e-7_25000"]
 
 
 def bench_module():
@@ -380,9 +380,10 @@ def bench_module():
 
 @pytest.mark.skipif(not (SHARED / "runs").is_dir(), reason="../shared/data/reference-curves absent")
 def test_bench_case_selection_on_a_subset_of_the_published_curves(tmp_path):
-    """A folder of the reference layout with 7 of its runs: the sweep cases use the trunk to the
+    """A folder of the reference layout with 8 of its runs: the sweep cases use the trunk to the
     15k budget and its cooldown branch (35% of the 50k budget at most), the trunk-only ones the
-    trunk to 35%, the live ones 30% / 50% of the run; no evaluation after the cut-off leaks in."""
+    trunk to 35%, the live ones 30% / 50% of the run, the stretch one half the 25k cosine run for
+    the 50k one; no evaluation after the cut-off leaks in."""
     for name in SUBSET:
         (tmp_path / "runs").mkdir(exist_ok=True)
         (tmp_path / "runs" / name).symlink_to((SHARED / "runs" / name).resolve())
@@ -409,7 +410,10 @@ def test_bench_case_selection_on_a_subset_of_the_published_curves(tmp_path):
     assert live["live30"]["known"] == [(SUBSET[6], 0, 1080)] and not live["live30"]["lr_down"]
     assert live["live50"]["known"] == [(SUBSET[6], 0, 1800)] and live["live50"]["lr_down"]
     assert {c["target"][0] for c in cases if c["protocol"].startswith("live")} == {
-        SUBSET[5], SUBSET[6]}
+        SUBSET[5], SUBSET[6], SUBSET[7]}
+    (st,) = [c for c in cases if c["protocol"] == "stretch"]  # the t3 run has no longer one
+    assert st["known"] == [(SUBSET[7], 0, 12500)] and st["target"] == (SUBSET[5], 49800)
+    assert st["compute_frac"] == pytest.approx(12500 / 50000) and st["lr_down"]
     for c in cases:  # nothing after the cut-off: every known point is at or before its limit
         curves = bf.known_curves(R, c)
         for (name, lo, hi), cv in zip(c["known"], curves):
