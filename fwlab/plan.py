@@ -120,7 +120,7 @@ def plan(preset: str = "40m", data_tokens: float = 3.68e9, tokens_per_iter: int 
                        method="given by the user")
         hours = b * tokens_per_iter / thr["tok_per_s"] / 3600
         h_lo = h_hi = hours
-    cover = None
+    cover, going = None, {}
     if sources:
         lab = load_runs(*sources) if lab is None else lab
         points = fc.load_points(lab=lab) if points is None else points
@@ -133,7 +133,7 @@ def plan(preset: str = "40m", data_tokens: float = 3.68e9, tokens_per_iter: int 
                                     sources, points=points, n_boot=n_boot, level=level,
                                     progress=progress)
         cover = coverage(points, b * tokens_per_iter, data_tokens)
-        cover["own_end"] = [own_end(points, int(it), tokens_per_iter) for it in b]
+        going = still_going(points, tokens_per_iter)
         if fc.schedule_of(points)[0] is None and (points["kind"] != "trunk").any():
             loss["method"] += ("; NOTE the runs' schedule is known only as their logged lr (no "
                                "schedule fields in config.json), so forecast budgets assume a "
@@ -154,7 +154,7 @@ def plan(preset: str = "40m", data_tokens: float = 3.68e9, tokens_per_iter: int 
                          extra_hours=None if i == 0 else float(extra[i]),
                          gain_per_hour=None if np.isnan(gph[i]) else float(gph[i]),
                          beyond_curves=None if cover is None else cover["ratio"][i],
-                         own_end=None if cover is None else cover["own_end"][i]))
+                         own_end=going.get(int(it))))
     next_step = rows.pop() if probe else None
     if next_step is not None:  # law against law: a measured largest budget is not the law's value
         law = np.asarray(loss.get("forecast_val_loss", loss["val_loss"]), dtype=float)
@@ -175,7 +175,7 @@ def plan(preset: str = "40m", data_tokens: float = 3.68e9, tokens_per_iter: int 
                recommendation=recommend(rows, min_gain_per_hour, next_step),
                next_step=next_step, sources=[str(s) for s in sources], plateau=[],
                coverage=None if cover is None else {k: v for k, v in cover.items()
-                                                    if k not in ("ratio", "own_end")})
+                                                    if k != "ratio"})
     if sources:
         out["plateau"] = reconcile_plateau(plateau_of(lab, points), out, lab)
     return fc.jsonable(out)
@@ -196,14 +196,16 @@ def coverage(points: pd.DataFrame, tokens, data_tokens: float) -> dict:
                 far_beyond=FAR_BEYOND)
 
 
-def own_end(points: pd.DataFrame, budget: int, tokens_per_iter: int) -> str | None:
-    """The run (of `points`) still going whose own planned end is `budget` iterations of the
-    plan's batch, or None. Its forecast is to the end of a schedule the fit already knows (the
-    bench's live protocol), not a longer run's."""
-    going = points[(points["max_iters"] == budget) & (points["tokens_per_iter"] == tokens_per_iter)]
-    going = going.groupby("run")["iter"].max()
-    going = going[going < budget]
-    return str(going.index[0]) if len(going) else None
+def still_going(points: pd.DataFrame, tokens_per_iter: int) -> dict[int, str]:
+    """{planned max_iters: run} of the runs (of `points`, at the plan's batch) that have not
+    reached their planned end. A budget that is such an end is forecast along a schedule the fit
+    already knows (the bench's live protocol), not a longer run's."""
+    at = points[(points["tokens_per_iter"] == tokens_per_iter) & points["max_iters"].notna()]
+    last = at.groupby("run").agg(end=("max_iters", "first"), iter=("iter", "max"))
+    going = {}
+    for run, r in last[last["iter"] < last["end"]].iterrows():
+        going.setdefault(int(r["end"]), str(run))
+    return going
 
 
 def step_gains(val_loss, hours):
